@@ -1,0 +1,216 @@
+/* JSON helpers: strict request-body parsing and typed field access with errors that name the field. */
+#include "core/json.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool ds_utf8_valid(const char *buf, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)buf, *end = s + len;
+    while (s < end) {
+        unsigned char c = *s;
+        if (c < 0x80) {
+            s++;
+            continue;
+        }
+        size_t n;
+        uint32_t cp;
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if ((size_t)(end - s) <= n)
+            return false;
+        for (size_t i = 1; i <= n; i++) {
+            if ((s[i] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i] & 0x3F);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        s += n + 1;
+    }
+    return true;
+}
+
+int ds_json_parse_object(const char *body, size_t len, cJSON **out, char *err)
+{
+    *out = NULL;
+    if (len == 0) {
+        snprintf(err, DS_JSON_ERR_MAX, "request body is empty: a JSON object is expected");
+        return DS_JSON_EPARSE;
+    }
+    if (!ds_utf8_valid(body, len)) {
+        snprintf(err, DS_JSON_ERR_MAX, "request body is not valid UTF-8");
+        return DS_JSON_EPARSE;
+    }
+    const char *end = NULL;
+    cJSON *obj = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    if (!obj) {
+        size_t at = end && end >= body ? (size_t)(end - body) : 0;
+        snprintf(err, DS_JSON_ERR_MAX, "malformed JSON near byte %zu", at);
+        return DS_JSON_EPARSE;
+    }
+    while (end < body + len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
+        end++;
+    if (end != body + len) {
+        cJSON_Delete(obj);
+        snprintf(err, DS_JSON_ERR_MAX, "trailing data after the JSON value at byte %zu",
+                 (size_t)(end - body));
+        return DS_JSON_EPARSE;
+    }
+    if (!cJSON_IsObject(obj)) {
+        cJSON_Delete(obj);
+        snprintf(err, DS_JSON_ERR_MAX, "request body must be a JSON object");
+        return DS_JSON_EPARSE;
+    }
+    *out = obj;
+    return DS_JSON_OK;
+}
+
+int ds_json_only_fields(const cJSON *obj, const char *const *allowed, char *err)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, obj) {
+        int ok = 0;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = it->string && strcmp(it->string, *a) == 0;
+        if (!ok) {
+            snprintf(err, DS_JSON_ERR_MAX, "unknown field '%.64s'", it->string ? it->string : "");
+            return DS_JSON_EFIELD;
+        }
+    }
+    return DS_JSON_OK;
+}
+
+/* The member called name; a duplicate member is an error (cJSON keeps both). */
+static int member(const cJSON *obj, const char *name, bool required, const cJSON **out, char *err)
+{
+    const cJSON *found = NULL, *it;
+    cJSON_ArrayForEach(it, obj) {
+        if (it->string && strcmp(it->string, name) == 0) {
+            if (found) {
+                snprintf(err, DS_JSON_ERR_MAX, "field '%s' given twice", name);
+                return DS_JSON_EFIELD;
+            }
+            found = it;
+        }
+    }
+    if (!found && required) {
+        snprintf(err, DS_JSON_ERR_MAX, "field '%s' is required", name);
+        return DS_JSON_EFIELD;
+    }
+    *out = found;
+    return DS_JSON_OK;
+}
+
+int ds_json_get_str(const cJSON *obj, const char *name, bool required, size_t maxlen,
+                    const char **out, char *err)
+{
+    const cJSON *m;
+    int rv = member(obj, name, required, &m, err);
+    if (rv || !m)
+        return rv;
+    if (!cJSON_IsString(m)) {
+        snprintf(err, DS_JSON_ERR_MAX, "field '%s' must be a string", name);
+        return DS_JSON_EFIELD;
+    }
+    size_t n = strlen(m->valuestring);
+    if (n == 0 || n > maxlen) {
+        snprintf(err, DS_JSON_ERR_MAX, "field '%s' must be 1 to %zu bytes long", name, maxlen);
+        return DS_JSON_EFIELD;
+    }
+    *out = m->valuestring;
+    return DS_JSON_OK;
+}
+
+int ds_json_get_u64(const cJSON *obj, const char *name, bool required, uint64_t min, uint64_t max,
+                    uint64_t *out, char *err)
+{
+    const cJSON *m;
+    int rv = member(obj, name, required, &m, err);
+    if (rv || !m)
+        return rv;
+    uint64_t v;
+    if (cJSON_IsNumber(m)) {
+        double d = m->valuedouble;
+        if (!(d >= 0 && d <= 9007199254740992.0) || d != (double)(uint64_t)d)
+            goto bad;
+        v = (uint64_t)d;
+    } else if (cJSON_IsString(m)) {
+        const char *s = m->valuestring;
+        char *end;
+        if (*s < '0' || *s > '9')
+            goto bad;
+        errno = 0;
+        unsigned long long x = strtoull(s, &end, 10);
+        if (errno || *end)
+            goto bad;
+        v = x;
+    } else {
+        goto bad;
+    }
+    if (v < min || v > max) {
+        snprintf(err, DS_JSON_ERR_MAX, "field '%s' must be between %" PRIu64 " and %" PRIu64, name,
+                 min, max);
+        return DS_JSON_EFIELD;
+    }
+    *out = v;
+    return DS_JSON_OK;
+bad:
+    snprintf(err, DS_JSON_ERR_MAX, "field '%s' must be a non-negative whole number", name);
+    return DS_JSON_EFIELD;
+}
+
+int ds_json_get_bool(const cJSON *obj, const char *name, bool required, bool *out, char *err)
+{
+    const cJSON *m;
+    int rv = member(obj, name, required, &m, err);
+    if (rv || !m)
+        return rv;
+    if (!cJSON_IsBool(m)) {
+        snprintf(err, DS_JSON_ERR_MAX, "field '%s' must be true or false", name);
+        return DS_JSON_EFIELD;
+    }
+    *out = cJSON_IsTrue(m);
+    return DS_JSON_OK;
+}
+
+char *ds_json_print(const cJSON *obj, size_t *len)
+{
+    char *s = cJSON_PrintUnformatted(obj);
+    if (s && len)
+        *len = strlen(s);
+    return s;
+}
+
+size_t ds_json_error_body(char *buf, size_t buflen, const char *code, const char *message)
+{
+    size_t used = (size_t)snprintf(buf, buflen, "{\"error\":{\"code\":\"%s\",\"message\":\"", code);
+    for (const unsigned char *p = (const unsigned char *)message; *p && used + 8 < buflen; p++) {
+        if (*p == '"' || *p == '\\') {
+            buf[used++] = '\\';
+            buf[used++] = (char)*p;
+        } else if (*p < 0x20 || *p >= 0x7f) { /* keep the body ASCII whatever the message */
+            used += (size_t)snprintf(buf + used, buflen - used, "\\u%04x", *p);
+        } else {
+            buf[used++] = (char)*p;
+        }
+    }
+    if (used + 4 > buflen)
+        used = buflen - 4;
+    memcpy(buf + used, "\"}}", 4);
+    return used + 3;
+}

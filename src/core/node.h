@@ -1,0 +1,34 @@
+/* The running node: event loop, HTTPS server, metrics, the role, the common endpoints (/health,
+ * /ready, /status, /metrics), signals and graceful shutdown. */
+#ifndef DS_CORE_NODE_H
+#define DS_CORE_NODE_H
+
+#include <event2/event.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/metrics.h"
+#include "net/server.h"
+#include "roles/role.h"
+
+struct ds_node {
+    struct ds_config *cfg;
+    struct event_base *base;
+    struct ds_server *server;
+    struct ds_metrics *metrics;
+    const struct ds_role_ops *role;
+    uint64_t start_ms;   /* monotonic */
+    int exit_code;
+    struct event *sigterm, *sigint, *audit_timer;
+    char health_body[256];
+    size_t health_len;
+};
+
+/* Build and run the node until SIGTERM/SIGINT has drained it.  Returns the process exit code:
+ * 0 after a clean shutdown, 1 when something failed at start (already logged). */
+int ds_node_run(struct ds_config *cfg);
+
+/* Monotonic milliseconds (the node's clock for timers and uptime). */
+uint64_t ds_node_now_ms(void);
+
+#endif

@@ -1,0 +1,66 @@
+/* HTTPS server: HTTP/1.1 keep-alive over TLS bufferevents, the route table, limits, JSON errors,
+ * per-route metrics, audit records and graceful shutdown. */
+#ifndef DS_NET_SERVER_H
+#define DS_NET_SERVER_H
+
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/metrics.h"
+#include "net/http_parse.h"
+#include "net/router.h"
+
+struct ds_server;
+struct ds_conn;
+
+/* One request.  It lives until the handler replies (or until on_abort is called when the client
+ * goes away first); every pointer in it is valid until then. */
+struct ds_http_req {
+    struct ds_conn *conn;
+    struct ds_server *server;
+    struct ds_http_head head;    /* method, path, query, headers (point into the request copy) */
+    const char *body;            /* NUL-terminated copy of the body, body_len bytes */
+    size_t body_len;
+    struct ds_route_match match; /* route, decoded {params} */
+    void *ctx;                   /* the route's ctx */
+    const char *peer_addr;       /* "ip:port" of the client */
+    char identity[128];          /* verified client certificate CN, or "" */
+    char audit_params[512];      /* handler-filled JSON object text for the audit record */
+    /* Set by a handler that answers later: called (instead of a reply) if the client goes away. */
+    void (*on_abort)(struct ds_http_req *req, void *arg);
+    void *abort_arg;
+    uint64_t start_ns;
+};
+
+/* Create the server on `base` with the limits of c and listen on c->listen (TCP_NODELAY, which
+ * accepted sockets inherit).  On error `err` (512 bytes) says what failed. */
+int ds_server_new(struct event_base *base, const struct ds_config *c, struct ds_metrics *metrics,
+                  struct ds_server **out, char *err);
+void ds_server_free(struct ds_server *s);
+
+/* Routes are added before the loop runs (roles register theirs at start). */
+int ds_server_route(struct ds_server *s, unsigned methods, const char *pattern, ds_route_fn *fn,
+                    unsigned flags, void *ctx);
+
+/* Stop accepting, close idle connections, let in-flight requests finish, then call done(arg) once
+ * every connection is gone or grace_ms has passed. */
+void ds_server_shutdown(struct ds_server *s, uint64_t grace_ms, void (*done)(void *), void *arg);
+
+int ds_server_connections(const struct ds_server *s);
+
+/* Replies.  Exactly one reply per request; after it `req` is gone. */
+void ds_http_reply(struct ds_http_req *req, int status, const char *content_type, const void *body,
+                   size_t len);
+void ds_http_reply_json(struct ds_http_req *req, int status, const cJSON *obj);
+void ds_http_reply_error(struct ds_http_req *req, int status, const char *code, const char *fmt,
+                         ...) __attribute__((format(printf, 4, 5)));
+/* Extra response header for the next reply of req (e.g. Retry-After, Location); copied. */
+void ds_http_add_header(struct ds_http_req *req, const char *name, const char *value);
+
+/* Value of query parameter `name`, percent-decoded into buf; 1 if present, 0 if absent, -1 if
+ * malformed or too long. */
+int ds_http_query(const struct ds_http_req *req, const char *name, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,33 @@
+/* TLS contexts and TLS bufferevents: the only place that includes OpenSSL's SSL headers. */
+#ifndef DS_NET_TLS_H
+#define DS_NET_TLS_H
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stddef.h>
+
+#include "core/config.h"
+
+struct ds_tls;
+
+#define DS_TLS_ERR_MAX 512
+
+/* Server context from [tls]: certificate chain + key, minimum version, and when [tls] ca is set,
+ * client certificates requested (optional) or required.  On error `err` names the file and the
+ * OpenSSL reason.  The caller frees *out with ds_tls_free. */
+int ds_tls_server_new(const struct ds_config *c, struct ds_tls **out, char *err);
+void ds_tls_free(struct ds_tls *t);
+
+/* A bufferevent doing the server side of TLS on an accepted socket (closed with the bufferevent).
+ * NULL on allocation failure (the socket is then closed). */
+struct bufferevent *ds_tls_accept(struct ds_tls *t, struct event_base *base, int fd);
+
+/* When the peer presented a certificate that verified against [tls] ca, copy its subject CN into
+ * buf and return 1; otherwise return 0. */
+int ds_tls_peer_identity(struct bufferevent *bev, char *buf, size_t len);
+
+/* Make sure dir holds ca.crt, server.crt and server.key for the embedded single-node default:
+ * a new P-256 CA and a server certificate for localhost / 127.0.0.1 / ::1, created when missing. */
+int ds_tls_ensure_self_signed(const char *dir, char *err);
+
+#endif
