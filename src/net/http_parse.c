@@ -253,6 +253,69 @@ need_more:
     return DS_HTTP_PARSE_AGAIN;
 }
 
+int ds_http_parse_response_head(const char *buf, size_t len, const struct ds_http_limits *lim,
+                                struct ds_http_header *headers, struct ds_http_response_head *r,
+                                const char **why)
+{
+    const char *dummy;
+    if (!why)
+        why = &dummy;
+    memset(r, 0, sizeof *r);
+    r->headers = headers;
+    size_t scan = len < lim->max_head_bytes ? len : lim->max_head_bytes;
+    size_t pos = 0, next;
+    long n = next_line(buf, scan, pos, &next);
+    if (n < 0)
+        goto need_more;
+    /* HTTP/1.1 SP 3DIGIT SP reason */
+    if (n < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || buf[8] != ' ' || buf[9] < '1' ||
+        buf[9] > '5' || buf[10] < '0' || buf[10] > '9' || buf[11] < '0' || buf[11] > '9' ||
+        (n > 12 && buf[12] != ' ')) {
+        *why = "malformed status line";
+        return 502;
+    }
+    r->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+    struct ds_http_head h; /* reuse the header-line parser */
+    memset(&h, 0, sizeof h);
+    h.headers = headers;
+    h.keep_alive = buf[7] == '1';
+    bool seen_cl = false;
+    pos = next;
+    for (;;) {
+        n = next_line(buf, scan, pos, &next);
+        if (n < 0)
+            goto need_more;
+        if (n == 0)
+            break;
+        if (h.nheaders >= lim->max_headers) {
+            *why = "too many header fields";
+            return 502;
+        }
+        if (parse_header(buf + pos, (size_t)n, &h, &seen_cl, why))
+            return 502;
+        pos = next;
+    }
+    if (!seen_cl && r->status != 204 && r->status != 304 && r->status >= 200) {
+        *why = "response without Content-Length";
+        return 502;
+    }
+    if (h.content_length > lim->max_body) {
+        *why = "response body larger than the limit";
+        return 502;
+    }
+    r->content_length = h.content_length;
+    r->keep_alive = h.keep_alive;
+    r->nheaders = h.nheaders;
+    r->head_len = next;
+    return DS_HTTP_PARSE_DONE;
+need_more:
+    if (len >= lim->max_head_bytes) {
+        *why = "response head larger than the limit";
+        return 502;
+    }
+    return DS_HTTP_PARSE_AGAIN;
+}
+
 const struct ds_http_header *ds_http_find_header(const struct ds_http_head *h, const char *name)
 {
     size_t nl = strlen(name);

@@ -60,6 +60,22 @@ struct ds_http_head {
 int ds_http_parse_head(const char *buf, size_t len, const struct ds_http_limits *lim,
                        struct ds_http_header *headers, struct ds_http_head *h, const char **why);
 
+struct ds_http_response_head {
+    int status;
+    uint64_t content_length;
+    bool keep_alive;
+    struct ds_http_header *headers; /* caller-provided array */
+    size_t nheaders;
+    size_t head_len;
+};
+
+/* Parse a response head (peer client side).  Same results as ds_http_parse_head; an error status
+ * (always 502 here) means the peer's bytes are not a well-formed HTTP/1.1 response with a
+ * Content-Length body. */
+int ds_http_parse_response_head(const char *buf, size_t len, const struct ds_http_limits *lim,
+                                struct ds_http_header *headers, struct ds_http_response_head *r,
+                                const char **why);
+
 /* Case-insensitive lookup of a header by name (NUL-terminated); NULL when absent. */
 const struct ds_http_header *ds_http_find_header(const struct ds_http_head *h, const char *name);
 

@@ -23,6 +23,7 @@
 
 #include "core/json.h"
 #include "core/log.h"
+#include "net/auth.h"
 #include "net/tls.h"
 
 #define MAX_CODES 12
@@ -75,6 +76,8 @@ struct ds_server {
     struct route_stats *rstats; /* [0] = requests that matched no route, [i+1] = route i */
     int nrstats;
     struct ds_metric *m_open, *m_accepted, *m_refused, *m_tls_fail;
+    struct ds_auth *auth; /* peer routes: HMAC check (NULL: peer routes refuse everything) */
+    struct ds_metric *m_auth_fail[6];
     time_t date_sec;
     char date[40];
 };
@@ -305,6 +308,61 @@ int ds_http_query(const struct ds_http_req *req, const char *name, char *buf, si
 
 /* ------------------------------------------------------------------ dispatch */
 
+/* Copy header `name` into buf (NUL-terminated); NULL when absent or too long. */
+static const char *header_str(const struct ds_http_req *req, const char *name, char *buf,
+                              size_t len)
+{
+    const struct ds_http_header *h = ds_http_find_header(&req->head, name);
+    if (!h || h->value_len >= len)
+        return NULL;
+    memcpy(buf, h->value, h->value_len);
+    buf[h->value_len] = 0;
+    return buf;
+}
+
+/* Peer routes: the HMAC of net/auth.h, fresh and not replayed; else 401 (and counted). */
+static int verify_peer(struct ds_conn *c, struct ds_http_req *req)
+{
+    struct ds_server *s = c->s;
+    char node[64], time[32], nonce[DS_AUTH_NONCE_MAX], mac[DS_AUTH_MAC_HEX + 1], path[1100];
+    int rv = DS_AUTH_EMISSING;
+    if (s->auth && req->head.path_len + (req->head.query ? req->head.query_len + 1 : 0) <
+                       sizeof path) {
+        snprintf(path, sizeof path, "%.*s%s%.*s", (int)req->head.path_len, req->head.path,
+                 req->head.query ? "?" : "", (int)req->head.query_len,
+                 req->head.query ? req->head.query : "");
+        char method[16];
+        snprintf(method, sizeof method, "%.*s", (int)req->head.method_len, req->head.method_name);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+        rv = ds_auth_verify(s->auth, method, path, header_str(req, "X-Dsync-Node", node, sizeof node),
+                            header_str(req, "X-Dsync-Time", time, sizeof time),
+                            header_str(req, "X-Dsync-Nonce", nonce, sizeof nonce),
+                            header_str(req, "X-Dsync-Mac", mac, sizeof mac), now, req->body,
+                            req->body_len);
+    }
+    if (rv == DS_AUTH_OK)
+        return 0;
+    ds_metric_inc(s->m_auth_fail[rv < 6 ? rv : 0], 1);
+    ds_http_reply_error(req, 401, "unauthenticated", "peer message refused: %s",
+                        ds_auth_strerror(rv));
+    return -1;
+}
+
+void ds_server_set_auth(struct ds_server *s, struct ds_auth *auth)
+{
+    static const char *const reasons[] = {"other", "missing", "bad_mac", "stale", "replay",
+                                          "other"};
+    s->auth = auth;
+    for (int i = 0; i < 6; i++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "reason=\"%s\"", reasons[i]);
+        s->m_auth_fail[i] = ds_metrics_counter(s->metrics, "dsyncd_peer_auth_failures_total",
+                                               "Peer messages refused with 401, by reason", labels);
+    }
+}
+
 static void dispatch(struct ds_conn *c)
 {
     struct ds_http_req *req = &c->req;
@@ -344,6 +402,8 @@ static void dispatch(struct ds_conn *c)
                             "this endpoint needs a client certificate signed by the cluster CA");
         return;
     }
+    if ((rt->flags & DS_ROUTE_PEER) && verify_peer(c, req))
+        return;
     req->ctx = rt->ctx;
     rt->handler(req);
 }

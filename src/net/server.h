@@ -40,6 +40,10 @@ int ds_server_new(struct event_base *base, const struct ds_config *c, struct ds_
                   struct ds_server **out, char *err);
 void ds_server_free(struct ds_server *s);
 
+struct ds_auth;
+/* Peer routes (DS_ROUTE_PEER) then also need a valid HMAC (net/auth.h); borrowed. */
+void ds_server_set_auth(struct ds_server *s, struct ds_auth *auth);
+
 /* Routes are added before the loop runs (roles register theirs at start). */
 int ds_server_route(struct ds_server *s, unsigned methods, const char *pattern, ds_route_fn *fn,
                     unsigned flags, void *ctx);

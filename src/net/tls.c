@@ -1,6 +1,7 @@
 /* TLS contexts and TLS bufferevents over OpenSSL 3 (the one file that includes its SSL headers). */
 #include "net/tls.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -78,6 +79,72 @@ ssl_err:
 fail:
     ds_tls_free(t);
     return EINVAL;
+}
+
+int ds_tls_client_new(const struct ds_config *c, struct ds_tls **out, char *err)
+{
+    char why[256];
+    struct ds_tls *t = calloc(1, sizeof *t);
+    if (!t) {
+        snprintf(err, DS_TLS_ERR_MAX, "out of memory");
+        return ENOMEM;
+    }
+    t->ctx = SSL_CTX_new(TLS_client_method());
+    if (!t->ctx)
+        goto ssl_err;
+    SSL_CTX_set_min_proto_version(t->ctx,
+                                  c->tls_min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    int ok = c->tls_ca[0] ? SSL_CTX_load_verify_locations(t->ctx, c->tls_ca, NULL)
+                          : SSL_CTX_set_default_verify_paths(t->ctx);
+    if (ok != 1) {
+        ssl_reason(why, sizeof why);
+        snprintf(err, DS_TLS_ERR_MAX, "[tls] ca '%s': %s", c->tls_ca, why);
+        goto fail;
+    }
+    SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
+    if (c->tls_cert[0] && (SSL_CTX_use_certificate_chain_file(t->ctx, c->tls_cert) != 1 ||
+                           SSL_CTX_use_PrivateKey_file(t->ctx, c->tls_key, SSL_FILETYPE_PEM) != 1)) {
+        ssl_reason(why, sizeof why);
+        snprintf(err, DS_TLS_ERR_MAX, "[tls] cert/key as client certificate: %s", why);
+        goto fail;
+    }
+    *out = t;
+    return 0;
+ssl_err:
+    ssl_reason(why, sizeof why);
+    snprintf(err, DS_TLS_ERR_MAX, "TLS client setup: %s", why);
+fail:
+    ds_tls_free(t);
+    return EINVAL;
+}
+
+struct bufferevent *ds_tls_connect(struct ds_tls *t, struct event_base *base, int fd,
+                                   const char *host)
+{
+    SSL *ssl = SSL_new(t->ctx);
+    if (!ssl)
+        goto fail;
+    struct in6_addr a6;
+    struct in_addr a4;
+    int is_ip = inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
+    if (is_ip) {
+        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) != 1)
+            goto fail;
+    } else if (SSL_set_tlsext_host_name(ssl, host) != 1 || SSL_set1_host(ssl, host) != 1) {
+        goto fail;
+    }
+    struct bufferevent *bev = bufferevent_openssl_socket_new(base, fd, ssl,
+                                                             BUFFEREVENT_SSL_CONNECTING,
+                                                             BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        goto fail;
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+fail:
+    ERR_clear_error();
+    SSL_free(ssl);
+    close(fd);
+    return NULL;
 }
 
 void ds_tls_free(struct ds_tls *t)

@@ -26,6 +26,15 @@ struct bufferevent *ds_tls_accept(struct ds_tls *t, struct event_base *base, int
  * buf and return 1; otherwise return 0. */
 int ds_tls_peer_identity(struct bufferevent *bev, char *buf, size_t len);
 
+/* Client context for peer connections: verifies the peer against [tls] ca (the system store when
+ * empty) and presents [tls] cert/key as the client certificate. */
+int ds_tls_client_new(const struct ds_config *c, struct ds_tls **out, char *err);
+
+/* A bufferevent doing the client side of TLS on a connecting socket fd, with SNI and the peer's
+ * name (or IP address) checked against its certificate.  NULL on failure (fd is closed). */
+struct bufferevent *ds_tls_connect(struct ds_tls *t, struct event_base *base, int fd,
+                                   const char *host);
+
 /* Make sure dir holds ca.crt, server.crt and server.key for the embedded single-node default:
  * a new P-256 CA and a server certificate for localhost / 127.0.0.1 / ::1, created when missing. */
 int ds_tls_ensure_self_signed(const char *dir, char *err);
