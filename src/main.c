@@ -119,6 +119,15 @@ int main(int argc, char **argv)
             goto config_error;
     if (ds_config_finish(&cfg, err))
         goto config_error;
+    if (cfg.tls_cert[0]) { /* certificate and key must load, not only be readable */
+        struct ds_tls *t;
+        char terr[DS_TLS_ERR_MAX];
+        if (ds_tls_server_new(&cfg, &t, terr)) {
+            fprintf(stderr, "dsyncd: %s\n", terr);
+            return EXIT_CONFIG;
+        }
+        ds_tls_free(t);
+    }
     if (cli.check) {
         char buf[16384];
         ds_config_describe(&cfg, buf, sizeof buf);

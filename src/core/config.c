@@ -66,7 +66,18 @@ static const struct key keys[] = {
     S("cluster", "peers", peers, T_PEERS, ""),
     S("cluster", "seeds", seeds, T_URLS, ""),
     S("cluster", "mac_key_file", mac_key_file, T_PATH, ""),
+    U("raft", "election_min_ms", election_min_ms, 50, 60000, "300"),
+    U("raft", "election_max_ms", election_max_ms, 50, 120000, "600"),
+    U("raft", "heartbeat_ms", heartbeat_ms, 5, 10000, "60"),
+    U("raft", "snapshot_entries", snapshot_entries, 16, 100000000, "20000"),
+    U("lock", "clock_skew_ms", clock_skew_ms, 0, 60000, "100"),
     S("redis", "shards", redis_shards, T_ADDRS, ""),
+    U("queue", "partitions", queue_partitions, 1, 1024, "8"),
+    U("queue", "max_deliveries", queue_max_deliveries, 1, 1000, "5"),
+    U("queue", "visibility_ms", queue_visibility_ms, 100, 43200000, "30000"),
+    U("queue", "dedup_window_ms", queue_dedup_window_ms, 1000, 86400000, "300000"),
+    U("queue", "housekeeping_ms", queue_housekeeping_ms, 50, 60000, "1000"),
+    U("queue", "redis_timeout_ms", queue_redis_timeout_ms, 50, 60000, "2000"),
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -474,9 +485,8 @@ int ds_config_set_cli(struct ds_config *c, const char *section, const char *key,
 
 /* ------------------------------------------------------------------ validation */
 
-/* "file:line: [sec] key" or "[sec] key (source)" for a key, in err messages about its value. */
-static void key_where(const struct ds_config *c, const char *section, const char *name, char *buf,
-                      size_t len)
+void ds_config_where(const struct ds_config *c, const char *section, const char *name, char *buf,
+                     size_t len)
 {
     const struct key *k = find_key(section, name);
     size_t i = (size_t)(k - keys);
@@ -492,7 +502,7 @@ static int check_readable(const struct ds_config *c, const char *section, const 
     if (!*path || access(path, R_OK) == 0)
         return DS_CONFIG_OK;
     char where[DS_CONFIG_PATH_MAX + 64];
-    key_where(c, section, name, where, sizeof where);
+    ds_config_where(c, section, name, where, sizeof where);
     snprintf(err, DS_CONFIG_ERR_MAX, "%s = '%s': cannot read: %s", where, path, strerror(errno));
     return DS_CONFIG_EFILE;
 }
@@ -500,7 +510,7 @@ static int check_readable(const struct ds_config *c, const char *section, const 
 static int read_mac_key_file(struct ds_config *c, char *err)
 {
     char where[DS_CONFIG_PATH_MAX + 64];
-    key_where(c, "cluster", "mac_key_file", where, sizeof where);
+    ds_config_where(c, "cluster", "mac_key_file", where, sizeof where);
     FILE *f = fopen(c->mac_key_file, "r");
     if (!f) {
         snprintf(err, DS_CONFIG_ERR_MAX, "%s = '%s': cannot read: %s", where, c->mac_key_file,
@@ -547,7 +557,9 @@ int ds_config_finish(struct ds_config *c, char *err)
                  strchr(host, ':') ? "https://[%s]:%u" : "https://%s:%u", host, port);
     }
     if (!c->tls_cert[0] != !c->tls_key[0]) {
-        snprintf(err, DS_CONFIG_ERR_MAX, "%s: [tls] cert and key must be given together", in);
+        char where[DS_CONFIG_PATH_MAX + 64];
+        ds_config_where(c, "tls", c->tls_cert[0] ? "cert" : "key", where, sizeof where);
+        snprintf(err, DS_CONFIG_ERR_MAX, "%s: [tls] cert and key must be given together", where);
         return DS_CONFIG_EINVAL;
     }
     int rv;
@@ -556,16 +568,30 @@ int ds_config_finish(struct ds_config *c, char *err)
         (rv = check_readable(c, "tls", "ca", c->tls_ca, err)))
         return rv;
     if (c->client_auth == DS_CLIENT_AUTH_REQUIRE && !c->tls_ca[0]) {
-        snprintf(err, DS_CONFIG_ERR_MAX, "%s: [tls] client_auth = require needs [tls] ca", in);
+        char where[DS_CONFIG_PATH_MAX + 64];
+        ds_config_where(c, "tls", "client_auth", where, sizeof where);
+        snprintf(err, DS_CONFIG_ERR_MAX, "%s = require needs [tls] ca", where);
+        return DS_CONFIG_EINVAL;
+    }
+    if (c->election_max_ms < c->election_min_ms || c->heartbeat_ms * 2 > c->election_min_ms) {
+        char where[DS_CONFIG_PATH_MAX + 64];
+        ds_config_where(c, "raft", "election_min_ms", where, sizeof where);
+        snprintf(err, DS_CONFIG_ERR_MAX,
+                 "%s: [raft] needs heartbeat_ms * 2 <= election_min_ms <= election_max_ms "
+                 "(have %llu, %llu, %llu)",
+                 where, (unsigned long long)c->heartbeat_ms, (unsigned long long)c->election_min_ms,
+                 (unsigned long long)c->election_max_ms);
         return DS_CONFIG_EINVAL;
     }
     if (c->mac_key_file[0] && !c->mac_key[0] && (rv = read_mac_key_file(c, err)))
         return rv;
     if ((c->peers[0] || c->seeds[0]) && strlen(c->mac_key) < 16) {
+        char where[DS_CONFIG_PATH_MAX + 64];
+        ds_config_where(c, "cluster", c->peers[0] ? "peers" : "seeds", where, sizeof where);
         snprintf(err, DS_CONFIG_ERR_MAX,
-                 "%s: peers or seeds are configured but the shared MAC key is %s: set "
-                 "SHARED_MAC_KEY (at least 16 bytes) or [cluster] mac_key_file",
-                 in, c->mac_key[0] ? "shorter than 16 bytes" : "missing");
+                 "%s is set but the shared MAC key is %s: set SHARED_MAC_KEY (at least 16 "
+                 "bytes) or [cluster] mac_key_file",
+                 where, c->mac_key[0] ? "shorter than 16 bytes" : "missing");
         return DS_CONFIG_EINVAL;
     }
     return DS_CONFIG_OK;

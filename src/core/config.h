@@ -59,8 +59,25 @@ struct ds_config {
     char mac_key_file[DS_CONFIG_PATH_MAX];
     char mac_key[256]; /* from SHARED_MAC_KEY or mac_key_file; never from the INI file itself */
 
+    /* [raft] (lock role) */
+    uint64_t election_min_ms;
+    uint64_t election_max_ms;
+    uint64_t heartbeat_ms;
+    uint64_t snapshot_entries;
+
+    /* [lock] */
+    uint64_t clock_skew_ms;
+
     /* [redis] */
     char redis_shards[DS_CONFIG_LIST_MAX]; /* host:port,... */
+
+    /* [queue] */
+    uint64_t queue_partitions;      /* partitions per queue */
+    uint64_t queue_max_deliveries;  /* deliveries before a message moves to <queue>.dlq */
+    uint64_t queue_visibility_ms;   /* default visibility timeout of a consume */
+    uint64_t queue_dedup_window_ms; /* how long a dedup_id suppresses duplicates */
+    uint64_t queue_housekeeping_ms; /* period of redelivery, dead-lettering and trimming */
+    uint64_t queue_redis_timeout_ms; /* bound on every Redis command and connection attempt */
 
     /* per key of the table: where its value came from and its INI line (0 if not from the file) */
     unsigned char source[DS_CONFIG_KEYS_MAX];
@@ -94,6 +111,11 @@ int ds_config_finish(struct ds_config *c, char *err);
 /* Write every key as "[section] key = value (source)" lines into buf (for --check-config); the MAC
  * key is shown as its length only.  Returns bytes that would be written, like snprintf. */
 size_t ds_config_describe(const struct ds_config *c, char *buf, size_t len);
+
+/* "file:line: [section] key" when the key came from the INI file, else "[section] key (from
+ * env|cli|default)", into buf: where to point a user at in an error about that key's value. */
+void ds_config_where(const struct ds_config *c, const char *section, const char *name, char *buf,
+                     size_t len);
 
 /* Port of "host:port" (0 when malformed) and the host part copied into host (hostlen bytes). */
 int ds_config_split_addr(const char *addr, char *host, size_t hostlen, uint16_t *port);

@@ -247,6 +247,10 @@ int ds_http_parse_head(const char *buf, size_t len, const struct ds_http_limits 
     return DS_HTTP_PARSE_DONE;
 need_more:
     if (len >= lim->max_head_bytes) {
+        if (!h->method_name) { /* the request line alone is over the limit: its target is */
+            *why = "request target too long";
+            return 414;
+        }
         *why = "request head larger than the limit";
         return 431;
     }

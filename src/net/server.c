@@ -28,6 +28,7 @@
 
 #define MAX_CODES 12
 #define OUTPUT_HIGH_WATER (1u << 20)
+#define PEER_MAX_BODY (256u << 20)
 
 struct route_stats {
     struct {
@@ -66,6 +67,7 @@ struct ds_server {
     struct ds_router *router;
     struct ds_metrics *metrics;
     struct ds_http_limits lim;
+    struct ds_http_limits peer_lim; /* connections with a verified client certificate */
     struct timeval idle_tv, head_tv;
     struct ds_conn *conns;
     int nconns;
@@ -80,6 +82,8 @@ struct ds_server {
     struct ds_metric *m_auth_fail[6];
     time_t date_sec;
     char date[40];
+    time_t accept_err_logged;
+    struct event *resume; /* re-enables accepting after an accept error */
 };
 
 static void process_input(struct ds_conn *c);
@@ -370,7 +374,10 @@ static void dispatch(struct ds_conn *c)
     int rv = ds_router_match(c->s->router, method, req->head.path, req->head.path_len, &req->match);
     if (rv == 405 && req->head.method == DS_HTTP_OPTIONS) {
         char allow[96];
-        ds_router_allow_header(req->match.allow | DS_HTTP_OPTIONS, allow, sizeof allow);
+        unsigned a = req->match.allow | DS_HTTP_OPTIONS;
+        if (a & DS_HTTP_GET)
+            a |= DS_HTTP_HEAD;
+        ds_router_allow_header(a, allow, sizeof allow);
         ds_http_add_header(req, "Allow", allow);
         ds_http_reply(req, 204, "application/json", "", 0);
         return;
@@ -440,11 +447,12 @@ static void process_input(struct ds_conn *c)
             break; /* the client is not reading its answers: wait for the output to drain */
         if (!evtimer_pending(c->deadline, NULL))
             evtimer_add(c->deadline, &s->head_tv);
-        size_t look = avail < s->lim.max_head_bytes ? avail : s->lim.max_head_bytes;
+        const struct ds_http_limits *lim = c->identity[0] ? &s->peer_lim : &s->lim;
+        size_t look = avail < lim->max_head_bytes ? avail : lim->max_head_bytes;
         const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
         struct ds_http_head head;
         const char *why = "bad request";
-        int rv = ds_http_parse_head(buf, look, &s->lim, c->headers, &head, &why);
+        int rv = ds_http_parse_head(buf, look, lim, c->headers, &head, &why);
         if (rv == DS_HTTP_PARSE_AGAIN)
             break;
         if (rv != DS_HTTP_PARSE_DONE) {
@@ -492,7 +500,7 @@ static void process_input(struct ds_conn *c)
         bufferevent_set_timeouts(c->bev, NULL, NULL);
         dispatch(c);
         if (c->busy) { /* answered later: watch only for the client going away */
-            if (evbuffer_get_length(in) > s->lim.max_head_bytes + s->lim.max_body)
+            if (evbuffer_get_length(in) > lim->max_head_bytes + lim->max_body)
                 bufferevent_disable(c->bev, EV_READ);
         }
     }
@@ -528,6 +536,9 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         c->handshaken = 1;
         ds_tls_peer_identity(bev, c->identity, sizeof c->identity);
+        /* from now on the request deadline timer bounds slow requests; the read timeout only
+         * closes idle connections (a shorter one would race the 408 answer) */
+        bufferevent_set_timeouts(bev, &c->s->idle_tv, NULL);
         return;
     }
     if (!c->handshaken && (what & BEV_EVENT_ERROR))
@@ -634,12 +645,32 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
+static void resume_accept(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct ds_server *s = arg;
+    if (!s->shutting_down)
+        evconnlistener_enable(s->listener);
+}
+
+/* Out of descriptors (or another accept failure): pause accepting for a moment instead of
+ * spinning on a listener that stays readable, and log at most once a second. */
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
-    (void)l;
-    (void)arg;
+    struct ds_server *s = arg;
     int e = EVUTIL_SOCKET_ERROR();
-    ds_log(DS_LOG_WARN, "accept failed", "error", evutil_socket_error_to_string(e), NULL);
+    time_t now = time(NULL);
+    if (now != s->accept_err_logged) {
+        s->accept_err_logged = now;
+        ds_log(DS_LOG_WARN, "accept failed; pausing new connections for 100 ms", "error",
+               evutil_socket_error_to_string(e), NULL);
+    }
+    ds_metric_inc(s->m_refused, 1);
+    evconnlistener_disable(l);
+    struct timeval tv = {0, 100000};
+    if (s->resume)
+        evtimer_add(s->resume, &tv);
 }
 
 /* ------------------------------------------------------------------ lifecycle */
@@ -701,6 +732,9 @@ int ds_server_new(struct event_base *base, const struct ds_config *c, struct ds_
     s->lim.max_head_bytes = c->max_header_bytes;
     s->lim.max_headers = c->max_headers;
     s->lim.max_body = c->max_body;
+    s->peer_lim = s->lim;
+    if (s->peer_lim.max_body < PEER_MAX_BODY)
+        s->peer_lim.max_body = PEER_MAX_BODY; /* Raft snapshots and batches */
     s->idle_tv.tv_sec = (time_t)(c->idle_timeout_ms / 1000);
     s->idle_tv.tv_usec = (suseconds_t)(c->idle_timeout_ms % 1000) * 1000;
     s->head_tv.tv_sec = (time_t)(c->header_timeout_ms / 1000);
@@ -733,6 +767,12 @@ int ds_server_new(struct event_base *base, const struct ds_config *c, struct ds_
         goto fail;
     }
     evconnlistener_set_error_cb(s->listener, accept_error_cb);
+    s->resume = evtimer_new(base, resume_accept, s);
+    if (!s->resume) {
+        snprintf(err, 512, "out of memory");
+        rv = ENOMEM;
+        goto fail;
+    }
     *out = s;
     return 0;
 fail:
@@ -807,6 +847,8 @@ void ds_server_free(struct ds_server *s)
         evconnlistener_free(s->listener);
     if (s->grace)
         event_free(s->grace);
+    if (s->resume)
+        event_free(s->resume);
     ds_tls_free(s->tls);
     ds_router_free(s->router);
     free(s->rstats);

@@ -44,21 +44,28 @@ int ds_tls_server_new(const struct ds_config *c, struct ds_tls **out, char *err)
     SSL_CTX_set_min_proto_version(t->ctx,
                                   c->tls_min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
     SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    char where[DS_CONFIG_PATH_MAX + 64];
     if (SSL_CTX_use_certificate_chain_file(t->ctx, c->tls_cert) != 1) {
         ssl_reason(why, sizeof why);
-        snprintf(err, DS_TLS_ERR_MAX, "[tls] cert '%s': %s", c->tls_cert, why);
+        ds_config_where(c, "tls", "cert", where, sizeof where);
+        snprintf(err, DS_TLS_ERR_MAX, "%s = '%s': not a usable certificate: %s", where,
+                 c->tls_cert, why);
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(t->ctx, c->tls_key, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(t->ctx) != 1) {
         ssl_reason(why, sizeof why);
-        snprintf(err, DS_TLS_ERR_MAX, "[tls] key '%s': %s", c->tls_key, why);
+        ds_config_where(c, "tls", "key", where, sizeof where);
+        snprintf(err, DS_TLS_ERR_MAX, "%s = '%s': not the private key of [tls] cert: %s", where,
+                 c->tls_key, why);
         goto fail;
     }
     if (c->tls_ca[0] && c->client_auth != DS_CLIENT_AUTH_OFF) {
         if (SSL_CTX_load_verify_locations(t->ctx, c->tls_ca, NULL) != 1) {
             ssl_reason(why, sizeof why);
-            snprintf(err, DS_TLS_ERR_MAX, "[tls] ca '%s': %s", c->tls_ca, why);
+            ds_config_where(c, "tls", "ca", where, sizeof where);
+            snprintf(err, DS_TLS_ERR_MAX, "%s = '%s': no usable CA certificate: %s", where,
+                     c->tls_ca, why);
             goto fail;
         }
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(c->tls_ca);
