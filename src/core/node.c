@@ -11,6 +11,9 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "net/auth.h"
+#include "net/peer.h"
+#include <sys/random.h>
 
 uint64_t ds_node_now_ms(void)
 {
@@ -138,14 +141,25 @@ static void drained(void *arg)
     event_base_loopexit(n->base, NULL);
 }
 
+static void role_stopped(struct ds_node *n)
+{
+    ds_server_shutdown(n->server, n->cfg->shutdown_grace_ms, drained, n);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     struct ds_node *n = arg;
+    if (n->stopping++) {
+        ds_log(DS_LOG_WARN, "second signal: stopping now", NULL);
+        event_base_loopexit(n->base, NULL);
+        return;
+    }
     ds_log(DS_LOG_INFO, "shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
     if (n->role->stop)
-        n->role->stop(n);
-    ds_server_shutdown(n->server, n->cfg->shutdown_grace_ms, drained, n);
+        n->role->stop(n, role_stopped);
+    else
+        role_stopped(n);
 }
 
 static void audit_tick(evutil_socket_t fd, short what, void *arg)
@@ -202,6 +216,17 @@ static int setup(struct ds_node *n)
     }
     if ((rv = register_common(n)))
         return rv;
+    if (getrandom(&n->boot_id, sizeof n->boot_id, 0) != sizeof n->boot_id)
+        n->boot_id = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    if (c->mac_key[0]) {
+        if ((rv = ds_auth_new(c->mac_key, strlen(c->mac_key), 30000, n->boot_id, &n->auth)) ||
+            (rv = ds_peer_pool_new(n->base, c, n->auth, n->metrics, &n->peers, err))) {
+            ds_log(DS_LOG_ERROR, "cannot set up the peer transport", "error",
+                   rv == DS_AUTH_ENOMEM ? "out of memory" : err, NULL);
+            return rv;
+        }
+        ds_server_set_auth(n->server, n->auth);
+    }
     if (n->role->start && (rv = n->role->start(n, err))) {
         ds_log(DS_LOG_ERROR, "cannot start the role", "role", c->role, "error", err, NULL);
         return rv;
@@ -218,13 +243,24 @@ static int setup(struct ds_node *n)
 
 static void teardown(struct ds_node *n)
 {
+    /* the server first: closing connections tells the role about requests it still holds */
+    ds_server_free(n->server);
+    n->server = NULL;
+    ds_peer_pool_free(n->peers); /* fails outstanding peer requests back into the role */
+    n->peers = NULL;
+    if (n->role && n->role->free)
+        n->role->free(n);
     if (n->sigterm)
         event_free(n->sigterm);
     if (n->sigint)
         event_free(n->sigint);
+    /* freeing the signal events restored the default actions: a late signal must not kill a
+     * process that is already stopping cleanly */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     if (n->audit_timer)
         event_free(n->audit_timer);
-    ds_server_free(n->server);
+    ds_auth_free(n->auth);
     ds_metrics_free(n->metrics);
     if (n->base)
         event_base_free(n->base);

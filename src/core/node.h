@@ -11,14 +11,26 @@
 #include "net/server.h"
 #include "roles/role.h"
 
+struct ds_auth;
+struct ds_peer_pool;
+struct ds_lock_role;
+struct ds_queue_role;
+struct ds_cache_role;
+
 struct ds_node {
     struct ds_config *cfg;
+    uint64_t boot_id;            /* random per process start */
+    struct ds_auth *auth;        /* peer HMAC; NULL without a MAC key (single node) */
+    struct ds_peer_pool *peers;  /* NULL without a MAC key */
+    struct ds_lock_role *lock;   /* the running role's state (one of them) */
+    struct ds_queue_role *queue;
+    struct ds_cache_role *cache;
     struct event_base *base;
     struct ds_server *server;
     struct ds_metrics *metrics;
     const struct ds_role_ops *role;
     uint64_t start_ms;   /* monotonic */
-    int exit_code;
+    int stopping;
     struct event *sigterm, *sigint, *audit_timer;
     char health_body[256];
     size_t health_len;

@@ -40,6 +40,7 @@ struct ds_peer {
     char host[200];
     char port[8];
     enum peer_state state;
+    int spare; /* from ds_peer_get_idle */
     struct bufferevent *bev;
     struct evdns_getaddrinfo_request *dns;
     struct peer_req *sent, **sent_tail;     /* written, waiting for answers (FIFO) */
@@ -338,11 +339,34 @@ static void peer_connect(struct ds_peer *p)
 
 /* ------------------------------------------------------------------ API */
 
+static struct ds_peer *peer_new(struct ds_peer_pool *pool, const char *base_url);
+
 struct ds_peer *ds_peer_get(struct ds_peer_pool *pool, const char *base_url)
 {
     for (struct ds_peer *p = pool->peers; p; p = p->next)
-        if (strcmp(p->url, base_url) == 0)
+        if (!p->spare && strcmp(p->url, base_url) == 0)
             return p;
+    return peer_new(pool, base_url);
+}
+
+struct ds_peer *ds_peer_get_idle(struct ds_peer_pool *pool, const char *base_url)
+{
+    int n = 0;
+    for (struct ds_peer *p = pool->peers; p; p = p->next) {
+        if (!p->spare || strcmp(p->url, base_url) != 0)
+            continue;
+        if (p->outstanding == 0)
+            return p;
+        n++;
+    }
+    struct ds_peer *p = n < DS_PEER_MAX_SPARE ? peer_new(pool, base_url) : NULL;
+    if (p)
+        p->spare = 1;
+    return p;
+}
+
+static struct ds_peer *peer_new(struct ds_peer_pool *pool, const char *base_url)
+{
     if (strncmp(base_url, "https://", 8) != 0 || strlen(base_url) >= 256)
         return NULL;
     char hostport[256];

@@ -29,6 +29,12 @@ void ds_peer_pool_free(struct ds_peer_pool *pool);
  * allocation failure.  Owned by the pool. */
 struct ds_peer *ds_peer_get(struct ds_peer_pool *pool, const char *base_url);
 
+/* A connection to base_url with nothing outstanding, for a request that may wait long (a
+ * forwarded long poll) and must not hold up the answers behind it; made when every one is busy,
+ * at most DS_PEER_MAX_SPARE per URL (NULL beyond).  Owned by the pool. */
+#define DS_PEER_MAX_SPARE 256
+struct ds_peer *ds_peer_get_idle(struct ds_peer_pool *pool, const char *base_url);
+
 /* Queue a request (body copied).  The connection is made on demand and re-made after failures
  * with exponential backoff (while backing off, requests fail at once with status 0).
  * Returns 0, or ENOMEM / EAGAIN (too many requests queued to this peer: cb is not called). */

@@ -16,8 +16,11 @@ struct ds_role_ops {
     int (*ready)(struct ds_node *node, const char **reason);
     /* Add the role's details (Raft state, ring, members...) to /status. */
     void (*status)(struct ds_node *node, cJSON *out);
-    /* Begin a graceful stop (e.g. transfer Raft leadership); free everything. */
-    void (*stop)(struct ds_node *node);
+    /* Begin a graceful stop (e.g. hand Raft leadership over); call done(node) once the node may
+     * stop serving (it may be at once).  NULL: nothing to do. */
+    void (*stop)(struct ds_node *node, void (*done)(struct ds_node *node));
+    /* Free everything the role holds, after the event loop ended (also after a failed start). */
+    void (*free)(struct ds_node *node);
 };
 
 /* The role called name, or NULL. */

@@ -1,0 +1,791 @@
+/* Raft host: the pure core on the event loop, durable storage with one fsync per Ready batch
+ * (group commit), batched peer messages over mutual TLS + HMAC, and the role's state machine.
+ *
+ * Every NORMAL entry's data starts with a kind byte: KIND_APP (the role's command follows) or
+ * KIND_ADDR (an address-book record "name\nurl": how to reach a member added at run time). */
+#include "raft/node.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/json.h"
+#include "core/log.h"
+#include "core/node.h"
+#include "net/peer.h"
+#include "net/server.h"
+#include "raft/storage.h"
+
+#define KIND_APP 0
+#define KIND_ADDR 1
+#define TICK_MS 10
+#define MAX_BATCH_MSGS 4096
+
+struct member {
+    uint64_t id;
+    char name[64];
+    char url[256];
+    struct ds_peer *peer;
+};
+
+struct ds_raft_node {
+    struct ds_node *node;
+    const struct ds_raft_app_ops *ops;
+    struct ds_raft_app *app;
+    struct ds_raft *raft;
+    struct ds_raft_storage *st;
+    uint64_t id;
+    struct member members[2 * DS_RAFT_MAX_NODES];
+    int nmembers;
+    struct event *tick, *process;
+    uint64_t applied, snap_index;
+    int role;
+    uint64_t term, leader;
+    void (*stop_done)(void *);
+    void *stop_arg;
+    struct event *stop_timer;
+    struct ds_metric *m_term, *m_commit, *m_applied, *m_leader_changes, *m_is_leader;
+    struct ds_metric *m_fsync, *m_batch, *m_msgs_in, *m_msgs_bad, *m_snapshots;
+};
+
+static void schedule(struct ds_raft_node *rn);
+
+uint64_t ds_raft_node_id(const char *name)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        h ^= *p;
+        h *= 0x100000001b3ull;
+    }
+    return h ? h : 1;
+}
+
+static uint64_t mono_ms(void)
+{
+    return ds_node_now_ms();
+}
+
+static struct member *member_by_id(struct ds_raft_node *rn, uint64_t id)
+{
+    for (int i = 0; i < rn->nmembers; i++)
+        if (rn->members[i].id == id)
+            return &rn->members[i];
+    return NULL;
+}
+
+static struct member *add_member(struct ds_raft_node *rn, const char *name, const char *url)
+{
+    uint64_t id = ds_raft_node_id(name);
+    struct member *m = member_by_id(rn, id);
+    if (!m) {
+        if (rn->nmembers == (int)(sizeof rn->members / sizeof rn->members[0]))
+            return NULL;
+        m = &rn->members[rn->nmembers++];
+        m->id = id;
+    }
+    snprintf(m->name, sizeof m->name, "%s", name);
+    if (strcmp(m->url, url) != 0) {
+        snprintf(m->url, sizeof m->url, "%s", url);
+        m->peer = NULL;
+    }
+    return m;
+}
+
+/* ------------------------------------------------------------------ Ready processing */
+
+static void fatal_storage(struct ds_raft_node *rn, const char *what, int rv)
+{
+    ds_log(DS_LOG_ERROR, "raft storage failed: stopping so that this replica cannot diverge",
+           "op", what, "error", ds_raft_storage_strerror(rv), "detail",
+           ds_raft_storage_errmsg(rn->st), NULL);
+    exit(1);
+}
+
+static int encode_conf(const struct ds_raft_membership *conf, struct ds_raft_buf *b)
+{
+    return ds_raft_conf_encode(conf, b);
+}
+
+static void persist(struct ds_raft_node *rn, const struct ds_raft_ready *rd)
+{
+    int rv;
+    if (rd->has_snapshot) {
+        struct ds_raft_buf conf = {0};
+        if (encode_conf(&rd->snap.conf, &conf))
+            fatal_storage(rn, "encode snapshot configuration", DS_RAFT_STORAGE_ENOMEM);
+        rv = ds_raft_storage_save_snapshot(rn->st, rd->snap.index, rd->snap.term, conf.data,
+                                           (uint32_t)conf.len, rd->snap_data, rd->snap_len);
+        ds_raft_buf_free(&conf);
+        if (rv)
+            fatal_storage(rn, "save snapshot", rv);
+        if ((rv = ds_raft_storage_truncate_suffix(rn->st, rd->snap.index + 1)) ||
+            (rv = ds_raft_storage_compact(rn->st, rd->snap.index)))
+            fatal_storage(rn, "drop the log behind a snapshot", rv);
+    } else if (rd->truncate_from && (rv = ds_raft_storage_truncate_suffix(rn->st, rd->truncate_from))) {
+        fatal_storage(rn, "truncate", rv);
+    }
+    if (rd->n_entries && (rv = ds_raft_storage_append(rn->st, rd->entries, rd->n_entries)))
+        fatal_storage(rn, "append", rv);
+    if (rd->has_hard_state && (rv = ds_raft_storage_set_hard_state(rn->st, &rd->hs)))
+        fatal_storage(rn, "save term and vote", rv);
+    if (rd->n_entries) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        if ((rv = ds_raft_storage_sync(rn->st)))
+            fatal_storage(rn, "fsync", rv);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        ds_metric_observe(rn->m_fsync, (double)(b.tv_sec - a.tv_sec) +
+                                           (double)(b.tv_nsec - a.tv_nsec) / 1e9);
+        ds_metric_observe(rn->m_batch, (double)rd->n_entries);
+    }
+}
+
+static void sent_cb(int status, const char *body, size_t len, void *arg)
+{
+    (void)body;
+    (void)len;
+    (void)arg;
+    (void)status; /* Raft retries on its own (heartbeats, probes); failures are counted by the pool */
+}
+
+static int buf_reserve(struct ds_raft_buf *b, size_t extra)
+{
+    if (b->len + extra <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + extra)
+        cap *= 2;
+    uint8_t *p = realloc(b->data, cap);
+    if (!p)
+        return -1;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+/* One POST /raft/msg per destination and batch: u32 count, then count x (u32 length, encoded
+ * message).  Raft recovers from lost batches by itself (probes, heartbeats). */
+static void send_msgs(struct ds_raft_node *rn, const struct ds_raft_ready *rd)
+{
+    static uint8_t done[MAX_BATCH_MSGS];
+    size_t n = rd->n_msgs < MAX_BATCH_MSGS ? rd->n_msgs : MAX_BATCH_MSGS;
+    memset(done, 0, n);
+    struct ds_raft_buf body = {0}, one = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (done[i])
+            continue;
+        uint64_t to = rd->msgs[i].to;
+        uint32_t count = 0;
+        body.len = 0;
+        if (buf_reserve(&body, 4))
+            break;
+        body.len = 4;
+        for (size_t j = i; j < n; j++) {
+            if (done[j] || rd->msgs[j].to != to)
+                continue;
+            done[j] = 1;
+            one.len = 0;
+            if (ds_raft_msg_encode(&rd->msgs[j], &one) || buf_reserve(&body, 4 + one.len))
+                continue;
+            put_le32(body.data + body.len, (uint32_t)one.len);
+            memcpy(body.data + body.len + 4, one.data, one.len);
+            body.len += 4 + one.len;
+            count++;
+        }
+        put_le32(body.data, count);
+        struct member *m = member_by_id(rn, to);
+        if (!m || !count)
+            continue;
+        if (!m->peer)
+            m->peer = ds_peer_get(rn->node->peers, m->url);
+        if (m->peer)
+            ds_peer_request(m->peer, "POST", "/raft/msg", "application/octet-stream", body.data,
+                            body.len, rn->node->cfg->election_min_ms, sent_cb, rn);
+    }
+    ds_raft_buf_free(&body);
+    ds_raft_buf_free(&one);
+}
+
+static void apply_addr(struct ds_raft_node *rn, const uint8_t *p, size_t len)
+{
+    char rec[400];
+    if (len >= sizeof rec)
+        return;
+    memcpy(rec, p, len);
+    rec[len] = 0;
+    char *nl = strchr(rec, '\n');
+    if (!nl)
+        return;
+    *nl = 0;
+    add_member(rn, rec, nl + 1);
+}
+
+static void apply_committed(struct ds_raft_node *rn, const struct ds_raft_ready *rd)
+{
+    for (size_t i = 0; i < rd->n_committed; i++) {
+        const struct ds_raft_entry *e = &rd->committed[i];
+        if (e->index <= rn->applied)
+            continue;
+        rn->applied = e->index;
+        if (e->type != DS_RAFT_ENTRY_NORMAL || e->len == 0)
+            continue;
+        if (e->data[0] == KIND_APP)
+            rn->ops->apply(rn->app, e->index, e->term, e->data + 1, e->len - 1);
+        else if (e->data[0] == KIND_ADDR)
+            apply_addr(rn, e->data + 1, e->len - 1);
+    }
+    ds_metric_set(rn->m_applied, (double)rn->applied);
+}
+
+static void maybe_snapshot(struct ds_raft_node *rn)
+{
+    if (rn->applied < rn->snap_index + rn->node->cfg->snapshot_entries)
+        return;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    struct ds_raft_snapshot_meta meta;
+    if (rn->ops->snapshot(rn->app, &data, &len) ||
+        ds_raft_snapshot_meta_at(rn->raft, rn->applied, &meta)) {
+        free(data);
+        return;
+    }
+    struct ds_raft_buf conf = {0};
+    int rv = encode_conf(&meta.conf, &conf);
+    if (!rv)
+        rv = ds_raft_storage_save_snapshot(rn->st, meta.index, meta.term, conf.data,
+                                           (uint32_t)conf.len, data, len);
+    ds_raft_buf_free(&conf);
+    if (rv)
+        fatal_storage(rn, "save snapshot", rv);
+    ds_raft_snapshot_taken(rn->raft, meta.index, data, len);
+    free(data);
+    ds_raft_storage_compact(rn->st, meta.index);
+    rn->snap_index = meta.index;
+    ds_metric_inc(rn->m_snapshots, 1);
+}
+
+static void state_changed(struct ds_raft_node *rn, const struct ds_raft_ready *rd)
+{
+    int was_leader = rn->role == DS_RAFT_LEADER;
+    uint64_t old_leader = rn->leader;
+    rn->role = rd->role;
+    rn->term = rd->term;
+    rn->leader = rd->leader;
+    ds_metric_set(rn->m_term, (double)rd->term);
+    ds_metric_set(rn->m_is_leader, rd->role == DS_RAFT_LEADER);
+    if (old_leader != rd->leader) {
+        ds_metric_inc(rn->m_leader_changes, 1);
+        struct member *m = member_by_id(rn, rd->leader);
+        char term[24];
+        snprintf(term, sizeof term, "%llu", (unsigned long long)rd->term);
+        ds_log(DS_LOG_INFO, rd->role == DS_RAFT_LEADER ? "became leader" : "leader changed",
+               "term", term, "leader", m ? m->name : "none", NULL);
+    } else if (was_leader && rd->role != DS_RAFT_LEADER) {
+        ds_log(DS_LOG_INFO, "stepped down", NULL);
+    }
+    if (rn->ops->state_changed)
+        rn->ops->state_changed(rn->app, rd->role, rd->term, rd->leader);
+}
+
+static void process_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct ds_raft_node *rn = arg;
+    while (ds_raft_has_ready(rn->raft)) {
+        struct ds_raft_ready rd;
+        if (ds_raft_ready(rn->raft, &rd))
+            break;
+        persist(rn, &rd);
+        send_msgs(rn, &rd);
+        if (rd.has_snapshot) {
+            if (rn->ops->restore(rn->app, rd.snap_data, rd.snap_len)) {
+                ds_log(DS_LOG_ERROR, "cannot restore the snapshot received from the leader", NULL);
+                exit(1);
+            }
+            rn->applied = rd.snap.index;
+            rn->snap_index = rd.snap.index;
+        }
+        apply_committed(rn, &rd);
+        ds_metric_set(rn->m_commit, (double)rd.commit);
+        for (size_t i = 0; i < rd.n_reads; i++)
+            rn->ops->read_done(rn->app, rd.reads[i].ctx, 1);
+        int changed = rd.soft_changed;
+        ds_raft_advance(rn->raft);
+        if (changed)
+            state_changed(rn, &rd);
+        maybe_snapshot(rn);
+    }
+}
+
+static void schedule(struct ds_raft_node *rn)
+{
+    event_active(rn->process, EV_TIMEOUT, 0);
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct ds_raft_node *rn = arg;
+    ds_raft_tick(rn->raft, mono_ms());
+    schedule(rn);
+    if (rn->stop_done && rn->role != DS_RAFT_LEADER) {
+        void (*done)(void *) = rn->stop_done;
+        rn->stop_done = NULL;
+        done(rn->stop_arg);
+    }
+}
+
+/* ------------------------------------------------------------------ peer route */
+
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void raft_msg_route(struct ds_http_req *req)
+{
+    struct ds_raft_node *rn = req->ctx;
+    const uint8_t *p = (const uint8_t *)req->body, *end = p + req->body_len;
+    if (end - p < 4) {
+        ds_http_reply_error(req, 400, "bad_request", "truncated message batch");
+        return;
+    }
+    uint32_t count = le32(p);
+    p += 4;
+    uint32_t bad = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        if (end - p < 4 || (uint64_t)(end - p - 4) < le32(p)) {
+            bad++;
+            break;
+        }
+        uint32_t len = le32(p);
+        struct ds_raft_msg m;
+        if (ds_raft_msg_decode(p + 4, len, &m) == 0) {
+            if (m.to == rn->id)
+                ds_raft_step(rn->raft, &m);
+            else
+                bad++;
+            ds_raft_msg_release(&m);
+        } else {
+            bad++;
+        }
+        p += 4 + len;
+    }
+    ds_metric_inc(rn->m_msgs_in, count);
+    ds_metric_inc(rn->m_msgs_bad, bad);
+    schedule(rn);
+    if (bad)
+        ds_http_reply_error(req, 400, "bad_request", "%u of %u messages refused", bad, count);
+    else
+        ds_http_reply(req, 204, "application/json", "", 0);
+}
+
+/* ------------------------------------------------------------------ admin routes */
+
+static void transfer_route(struct ds_http_req *req)
+{
+    struct ds_raft_node *rn = req->ctx;
+    cJSON *o;
+    char err[DS_JSON_ERR_MAX];
+    const char *to = NULL;
+    static const char *const fields[] = {"to", NULL};
+    if (ds_json_parse_object(req->body, req->body_len, &o, err) ||
+        (ds_json_only_fields(o, fields, err) || ds_json_get_str(o, "to", true, 63, &to, err))) {
+        if (o)
+            cJSON_Delete(o);
+        ds_http_reply_error(req, 400, "bad_request", "%s", err);
+        return;
+    }
+    snprintf(req->audit_params, sizeof req->audit_params, "{\"to\":\"%.60s\"}", to);
+    int rv = ds_raft_transfer_leadership(rn->raft, ds_raft_node_id(to));
+    cJSON_Delete(o);
+    schedule(rn);
+    if (rv == DS_RAFT_ENOTLEADER) {
+        ds_http_add_header(req, "Retry-After", "1");
+        ds_http_reply_error(req, 503, "not_leader", "this node is not the leader (leader: %s)",
+                            ds_raft_node_leader_name(rn) ? ds_raft_node_leader_name(rn) : "none");
+    } else if (rv) {
+        ds_http_reply_error(req, 409, "conflict", "transfer refused: %s", ds_raft_strerror(rv));
+    } else {
+        ds_http_reply(req, 202, "application/json", "{\"transfer\":\"started\"}", 23);
+    }
+}
+
+static void members_route(struct ds_http_req *req)
+{
+    struct ds_raft_node *rn = req->ctx;
+    cJSON *o;
+    char err[DS_JSON_ERR_MAX];
+    const char *op = NULL, *name = NULL, *url = NULL;
+    static const char *const fields[] = {"op", "id", "url", NULL};
+    if (ds_json_parse_object(req->body, req->body_len, &o, err) ||
+        ds_json_only_fields(o, fields, err) || ds_json_get_str(o, "op", true, 16, &op, err) ||
+        ds_json_get_str(o, "id", true, 63, &name, err) ||
+        ds_json_get_str(o, "url", false, 255, &url, err)) {
+        if (o)
+            cJSON_Delete(o);
+        ds_http_reply_error(req, 400, "bad_request", "%s", err);
+        return;
+    }
+    snprintf(req->audit_params, sizeof req->audit_params, "{\"op\":\"%.16s\",\"id\":\"%.60s\"}",
+             op, name);
+    int kind = strcmp(op, "add") == 0       ? DS_RAFT_CONF_ADD_LEARNER
+               : strcmp(op, "promote") == 0 ? DS_RAFT_CONF_PROMOTE
+               : strcmp(op, "remove") == 0  ? DS_RAFT_CONF_REMOVE
+                                            : 0;
+    int rv = DS_RAFT_EINVAL;
+    uint64_t index = 0, term = 0;
+    if (!kind) {
+        snprintf(err, sizeof err, "field 'op' must be add, promote or remove");
+    } else if (kind == DS_RAFT_CONF_ADD_LEARNER && (!url || strncmp(url, "https://", 8) != 0)) {
+        snprintf(err, sizeof err, "field 'url' (https://host:port) is required to add a member");
+    } else {
+        rv = 0;
+        if (kind == DS_RAFT_CONF_ADD_LEARNER) { /* the address first, so every member learns it */
+            char rec[400];
+            int n = snprintf(rec, sizeof rec, "%c%s\n%s", KIND_ADDR, name, url);
+            rv = ds_raft_propose(rn->raft, rec, (uint32_t)n, &index, &term);
+        }
+        if (!rv)
+            rv = ds_raft_change_membership(rn->raft, kind, ds_raft_node_id(name), &index);
+    }
+    cJSON_Delete(o);
+    schedule(rn);
+    if (rv == DS_RAFT_EINVAL)
+        ds_http_reply_error(req, 400, "bad_request", "%s", err);
+    else if (rv == DS_RAFT_ENOTLEADER)
+        ds_http_reply_error(req, 503, "not_leader", "this node is not the leader (leader: %s)",
+                            ds_raft_node_leader_name(rn) ? ds_raft_node_leader_name(rn) : "none");
+    else if (rv)
+        ds_http_reply_error(req, 409, "conflict", "membership change refused: %s",
+                            ds_raft_strerror(rv));
+    else
+        ds_http_reply(req, 202, "application/json", "{\"change\":\"proposed\"}", 21);
+}
+
+/* ------------------------------------------------------------------ start / stop */
+
+static void notice(void *arg, const char *msg)
+{
+    (void)arg;
+    ds_log(DS_LOG_WARN, "raft storage repaired", "detail", msg, NULL);
+}
+
+/* [cluster] peers: "name=url,name=url"; the bootstrap configuration is all of them. */
+static int parse_peers(struct ds_raft_node *rn, struct ds_raft_membership *conf, char *err)
+{
+    const struct ds_config *c = rn->node->cfg;
+    char list[DS_CONFIG_LIST_MAX];
+    snprintf(list, sizeof list, "%s", c->peers);
+    char *save = NULL;
+    for (char *item = strtok_r(list, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        while (*item == ' ')
+            item++;
+        char *eq = strchr(item, '=');
+        if (!eq)
+            continue;
+        *eq = 0;
+        char *url = eq + 1, *sp = url + strlen(url);
+        while (sp > url && sp[-1] == ' ')
+            *--sp = 0;
+        if (conf->n_voters == DS_RAFT_MAX_NODES || !add_member(rn, item, url)) {
+            snprintf(err, 512, "[cluster] peers: more than %d members", DS_RAFT_MAX_NODES);
+            return EINVAL;
+        }
+        conf->voters[conf->n_voters++] = ds_raft_node_id(item);
+    }
+    if (!member_by_id(rn, rn->id)) {
+        if (conf->n_voters == 0) { /* single node: itself */
+            add_member(rn, c->node_id, c->advertise_url);
+            conf->voters[conf->n_voters++] = rn->id;
+        } else {
+            snprintf(err, 512, "[cluster] peers does not name this node ('%s')", c->node_id);
+            return EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int open_storage(struct ds_raft_node *rn, struct ds_raft_membership *boot,
+                        struct ds_raft **raft, char *err)
+{
+    char dir[DS_CONFIG_PATH_MAX + 8];
+    snprintf(dir, sizeof dir, "%s/raft", rn->node->cfg->data_dir);
+    struct ds_raft_storage_opts so = {.notice = notice};
+    char serr[DS_RAFT_STORAGE_ERRLEN];
+    int rv = ds_raft_storage_open(dir, &so, &rn->st, serr);
+    if (rv) {
+        snprintf(err, 512, "raft storage %s: %s", dir, serr);
+        return EIO;
+    }
+    struct ds_raft_storage_load ld;
+    ds_raft_storage_take_load(rn->st, &ld);
+    struct ds_raft_durable d = {.hs = ld.hard_state, .entries = ld.entries,
+                                .n_entries = ld.n_entries};
+    d.snap.conf = *boot;
+    if (ld.snapshot.index) {
+        d.snap.index = ld.snapshot.index;
+        d.snap.term = ld.snapshot.term;
+        if (ds_raft_conf_decode(ld.snapshot.conf, ld.snapshot.conf_len, &d.snap.conf) ||
+            rn->ops->restore(rn->app, ld.snapshot.data, ld.snapshot.data_len)) {
+            ds_raft_storage_load_free(&ld);
+            snprintf(err, 512, "raft snapshot in %s cannot be restored", dir);
+            return EIO;
+        }
+        d.snap_data = ld.snapshot.data;
+        d.snap_len = ld.snapshot.data_len;
+        rn->applied = rn->snap_index = ld.snapshot.index;
+    }
+    struct ds_raft_options o;
+    ds_raft_options_default(&o);
+    const struct ds_config *c = rn->node->cfg;
+    o.id = rn->id;
+    o.election_min_ms = (uint32_t)c->election_min_ms;
+    o.election_max_ms = (uint32_t)c->election_max_ms;
+    o.heartbeat_ms = (uint32_t)c->heartbeat_ms;
+    o.seed = rn->node->boot_id ^ rn->id;
+    rv = ds_raft_create(&o, &d, raft);
+    ds_raft_storage_load_free(&ld);
+    if (rv) {
+        snprintf(err, 512, "raft: %s", ds_raft_strerror(rv));
+        return EINVAL;
+    }
+    return 0;
+}
+
+static void register_metrics(struct ds_raft_node *rn)
+{
+    struct ds_metrics *m = rn->node->metrics;
+    rn->m_term = ds_metrics_gauge(m, "dsyncd_raft_term", "Current Raft term", "");
+    rn->m_commit = ds_metrics_gauge(m, "dsyncd_raft_commit_index", "Raft commit index", "");
+    rn->m_applied = ds_metrics_gauge(m, "dsyncd_raft_applied_index", "Last applied index", "");
+    rn->m_is_leader = ds_metrics_gauge(m, "dsyncd_raft_is_leader", "1 on the leader", "");
+    rn->m_leader_changes = ds_metrics_counter(m, "dsyncd_raft_leader_changes_total",
+                                              "Leader changes seen", "");
+    rn->m_fsync = ds_metrics_histogram(m, "dsyncd_raft_fsync_seconds",
+                                       "Time of one group-commit fsync of the Raft log", "",
+                                       ds_metrics_latency_bounds, ds_metrics_latency_nbounds);
+    static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+    rn->m_batch = ds_metrics_histogram(m, "dsyncd_raft_append_batch_entries",
+                                       "Entries made durable by one fsync", "", batch_bounds, 11);
+    rn->m_msgs_in = ds_metrics_counter(m, "dsyncd_raft_messages_received_total",
+                                       "Raft messages received from peers", "");
+    rn->m_msgs_bad = ds_metrics_counter(m, "dsyncd_raft_messages_refused_total",
+                                        "Raft messages that did not decode or were not for us", "");
+    rn->m_snapshots = ds_metrics_counter(m, "dsyncd_raft_snapshots_total",
+                                         "Snapshots taken by this node", "");
+}
+
+int ds_raft_node_start(struct ds_node *node, const struct ds_raft_app_ops *ops,
+                       struct ds_raft_app *app, struct ds_raft_node **out, char *err)
+{
+    struct ds_raft_node *rn = calloc(1, sizeof *rn);
+    if (!rn) {
+        snprintf(err, 512, "out of memory");
+        return ENOMEM;
+    }
+    rn->node = node;
+    rn->ops = ops;
+    rn->app = app;
+    rn->id = ds_raft_node_id(node->cfg->node_id);
+    struct ds_raft_membership boot = {0};
+    int rv = parse_peers(rn, &boot, err);
+    if (!rv && boot.n_voters > 1 && !node->peers) {
+        snprintf(err, 512, "a Raft cluster needs the shared MAC key (SHARED_MAC_KEY)");
+        rv = EINVAL;
+    }
+    if (!rv)
+        rv = open_storage(rn, &boot, &rn->raft, err);
+    if (rv) {
+        ds_raft_node_free(rn);
+        return rv;
+    }
+    register_metrics(rn);
+    rn->process = event_new(node->base, -1, 0, process_cb, rn);
+    rn->tick = event_new(node->base, -1, EV_PERSIST, tick_cb, rn);
+    struct timeval tv = {0, TICK_MS * 1000};
+    if (!rn->process || !rn->tick || evtimer_add(rn->tick, &tv) ||
+        ds_server_route(node->server, DS_HTTP_POST, "/raft/msg", raft_msg_route, DS_ROUTE_PEER,
+                        rn) ||
+        ds_server_route(node->server, DS_HTTP_POST, "/raft/transfer", transfer_route,
+                        DS_ROUTE_ADMIN | DS_ROUTE_MUTATING, rn) ||
+        ds_server_route(node->server, DS_HTTP_POST, "/raft/members", members_route,
+                        DS_ROUTE_ADMIN | DS_ROUTE_MUTATING, rn)) {
+        snprintf(err, 512, "out of memory");
+        ds_raft_node_free(rn);
+        return ENOMEM;
+    }
+    ds_raft_tick(rn->raft, mono_ms());
+    schedule(rn);
+    *out = rn;
+    return 0;
+}
+
+static void stop_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct ds_raft_node *rn = arg;
+    if (rn->stop_done) {
+        void (*done)(void *) = rn->stop_done;
+        rn->stop_done = NULL;
+        done(rn->stop_arg);
+    }
+}
+
+void ds_raft_node_stop(struct ds_raft_node *rn, void (*done)(void *), void *arg)
+{
+    if (rn->role != DS_RAFT_LEADER) {
+        done(arg);
+        return;
+    }
+    struct ds_raft_status s;
+    ds_raft_status(rn->raft, &s);
+    uint64_t best = 0, best_match = 0;
+    for (size_t i = 0; i < s.n_peers; i++)
+        if (s.peers[i].id != rn->id && s.peers[i].voter && s.peers[i].match >= best_match) {
+            best = s.peers[i].id;
+            best_match = s.peers[i].match;
+        }
+    if (!best || ds_raft_transfer_leadership(rn->raft, best)) {
+        done(arg);
+        return;
+    }
+    ds_log(DS_LOG_INFO, "handing leadership over before exit", "to",
+           member_by_id(rn, best) ? member_by_id(rn, best)->name : "?", NULL);
+    rn->stop_done = done;
+    rn->stop_arg = arg;
+    rn->stop_timer = evtimer_new(rn->node->base, stop_timeout, rn);
+    uint64_t ms = rn->node->cfg->election_max_ms * 2;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    if (rn->stop_timer)
+        evtimer_add(rn->stop_timer, &tv);
+    schedule(rn);
+}
+
+void ds_raft_node_free(struct ds_raft_node *rn)
+{
+    if (!rn)
+        return;
+    if (rn->tick)
+        event_free(rn->tick);
+    if (rn->process)
+        event_free(rn->process);
+    if (rn->stop_timer)
+        event_free(rn->stop_timer);
+    ds_raft_destroy(rn->raft);
+    if (rn->st)
+        ds_raft_storage_sync(rn->st);
+    ds_raft_storage_close(rn->st);
+    free(rn);
+}
+
+/* ------------------------------------------------------------------ API */
+
+int ds_raft_node_propose(struct ds_raft_node *rn, const void *data, size_t len, uint64_t *index,
+                         uint64_t *term)
+{
+    uint8_t stack[1024];
+    uint8_t *buf = len + 1 <= sizeof stack ? stack : malloc(len + 1);
+    if (!buf)
+        return DS_RAFT_ENOMEM;
+    buf[0] = KIND_APP;
+    memcpy(buf + 1, data, len);
+    uint64_t leader;
+    int rv = ds_raft_propose(rn->raft, buf, (uint32_t)(len + 1), index, &leader);
+    if (buf != stack)
+        free(buf);
+    if (!rv) {
+        *term = rn->term;
+        schedule(rn);
+    }
+    return rv;
+}
+
+int ds_raft_node_read(struct ds_raft_node *rn, uint64_t ctx)
+{
+    int rv = ds_raft_read_index(rn->raft, ctx);
+    if (!rv)
+        schedule(rn);
+    return rv;
+}
+
+int ds_raft_node_is_leader(const struct ds_raft_node *rn)
+{
+    return rn->role == DS_RAFT_LEADER;
+}
+
+uint64_t ds_raft_node_term(const struct ds_raft_node *rn)
+{
+    return rn->term;
+}
+
+uint64_t ds_raft_node_applied(const struct ds_raft_node *rn)
+{
+    return rn->applied;
+}
+
+const char *ds_raft_node_leader_url(const struct ds_raft_node *rn)
+{
+    if (!rn->leader || rn->leader == rn->id)
+        return NULL;
+    const struct member *m = member_by_id((struct ds_raft_node *)rn, rn->leader);
+    return m ? m->url : NULL;
+}
+
+const char *ds_raft_node_leader_name(const struct ds_raft_node *rn)
+{
+    const struct member *m = member_by_id((struct ds_raft_node *)rn, rn->leader);
+    return rn->leader && m ? m->name : NULL;
+}
+
+void ds_raft_node_status(const struct ds_raft_node *rn, cJSON *out)
+{
+    struct ds_raft_status s;
+    ds_raft_status(rn->raft, &s);
+    struct ds_raft_storage_stats st;
+    ds_raft_storage_stats(rn->st, &st);
+    struct ds_raft_node *m = (struct ds_raft_node *)rn;
+    cJSON_AddStringToObject(out, "state", ds_raft_role_name(s.role));
+    cJSON_AddNumberToObject(out, "term", (double)s.term);
+    const char *leader = ds_raft_node_leader_name(rn);
+    if (leader)
+        cJSON_AddStringToObject(out, "leader", leader);
+    else
+        cJSON_AddNullToObject(out, "leader");
+    cJSON_AddNumberToObject(out, "commit_index", (double)s.commit);
+    cJSON_AddNumberToObject(out, "applied_index", (double)rn->applied);
+    cJSON_AddNumberToObject(out, "last_index", (double)s.last_index);
+    cJSON_AddNumberToObject(out, "snapshot_index", (double)s.snapshot_index);
+    cJSON_AddNumberToObject(out, "log_bytes", (double)st.log_bytes);
+    cJSON *voters = cJSON_AddArrayToObject(out, "voters");
+    for (uint32_t i = 0; i < s.conf.n_voters; i++) {
+        struct member *mm = member_by_id(m, s.conf.voters[i]);
+        cJSON_AddItemToArray(voters, cJSON_CreateString(mm ? mm->name : "?"));
+    }
+    cJSON *learners = cJSON_AddArrayToObject(out, "learners");
+    for (uint32_t i = 0; i < s.conf.n_learners; i++) {
+        struct member *mm = member_by_id(m, s.conf.learners[i]);
+        cJSON_AddItemToArray(learners, cJSON_CreateString(mm ? mm->name : "?"));
+    }
+    if (s.role == DS_RAFT_LEADER) {
+        cJSON *peers = cJSON_AddObjectToObject(out, "match_index");
+        for (size_t i = 0; i < s.n_peers; i++) {
+            struct member *mm = member_by_id(m, s.peers[i].id);
+            cJSON_AddNumberToObject(peers, mm ? mm->name : "?", (double)s.peers[i].match);
+        }
+    }
+}
