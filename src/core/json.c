@@ -45,6 +45,39 @@ bool ds_utf8_valid(const char *buf, size_t len)
     return true;
 }
 
+/* 1 when a JSON string in buf holds the escape \u0000: cJSON would hand out a C string cut at
+ * that point, so "a\u0000b" and "a" would name the same thing. */
+static int has_nul_escape(const char *buf, size_t len)
+{
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!in_string) {
+            in_string = buf[i] == '"';
+        } else if (buf[i] == '"') {
+            in_string = 0;
+        } else if (buf[i] == '\\' && i + 1 < len) {
+            if (buf[i + 1] == 'u' && i + 5 < len && memcmp(buf + i + 2, "0000", 4) == 0)
+                return 1;
+            i++; /* skip the escaped character */
+        }
+    }
+    return 0;
+}
+
+int ds_parse_u64(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (!*s)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
 int ds_json_parse_object(const char *body, size_t len, cJSON **out, char *err)
 {
     *out = NULL;
@@ -54,6 +87,10 @@ int ds_json_parse_object(const char *body, size_t len, cJSON **out, char *err)
     }
     if (!ds_utf8_valid(body, len)) {
         snprintf(err, DS_JSON_ERR_MAX, "request body is not valid UTF-8");
+        return DS_JSON_EPARSE;
+    }
+    if (has_nul_escape(body, len)) {
+        snprintf(err, DS_JSON_ERR_MAX, "strings must not contain NUL (\\u0000)");
         return DS_JSON_EPARSE;
     }
     const char *end = NULL;
@@ -150,15 +187,8 @@ int ds_json_get_u64(const cJSON *obj, const char *name, bool required, uint64_t 
             goto bad;
         v = (uint64_t)d;
     } else if (cJSON_IsString(m)) {
-        const char *s = m->valuestring;
-        char *end;
-        if (*s < '0' || *s > '9')
+        if (ds_parse_u64(m->valuestring, &v))
             goto bad;
-        errno = 0;
-        unsigned long long x = strtoull(s, &end, 10);
-        if (errno || *end)
-            goto bad;
-        v = x;
     } else {
         goto bad;
     }

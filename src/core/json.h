@@ -36,6 +36,9 @@ int ds_json_get_u64(const cJSON *obj, const char *name, bool required, uint64_t 
                     uint64_t *out, char *err);
 int ds_json_get_bool(const cJSON *obj, const char *name, bool required, bool *out, char *err);
 
+/* A decimal whole number with nothing else (no sign, no spaces, no overflow): 0, else -1. */
+int ds_parse_u64(const char *s, uint64_t *out);
+
 /* Print obj compactly into a malloc'd string (caller frees with free); NULL on allocation failure. */
 char *ds_json_print(const cJSON *obj, size_t *len);
 

@@ -207,11 +207,21 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct ds_peer *p = arg;
     uint64_t now = mono_ms();
-    struct peer_req *oldest = p->sent ? p->sent : p->queued;
-    if (oldest && oldest->deadline_ms <= now)
-        connection_lost(p); /* an answer is overdue: the stream cannot be resynchronised */
-    else if (p->state == P_IDLE && p->queued && now >= p->retry_at_ms)
-        peer_connect(p);
+    if (p->state == P_IDLE) {
+        while (p->queued && p->queued->deadline_ms <= now) {
+            struct peer_req *r = p->queued;
+            p->queued = r->next;
+            if (!p->queued)
+                p->queued_tail = &p->queued;
+            req_finish(p, r, 0, NULL, 0);
+        }
+        if (p->state == P_IDLE && p->queued && now >= p->retry_at_ms)
+            peer_connect(p);
+    } else {
+        struct peer_req *oldest = p->sent ? p->sent : p->queued;
+        if (oldest && oldest->deadline_ms <= now)
+            connection_lost(p); /* an answer is overdue: the stream cannot be resynchronised */
+    }
     arm_timer(p);
 }
 

@@ -312,6 +312,21 @@ static void abandon(struct ds_lock_role *lr, const char *res, const char *client
 
 static void propose_cancel(struct ds_lock_role *lr, const char *res, const char *client);
 
+/* A new ACQUIRE from the client supersedes its abandoned wait: whatever it is granted from now on
+ * is answered to that request, so housekeeping must not cancel or release it. */
+static void forget_abandoned(struct ds_lock_role *lr, const char *res, const char *client)
+{
+    for (struct abandoned **pp = &lr->abandoned; *pp;) {
+        struct abandoned *a = *pp;
+        if (strcmp(a->resource, res) == 0 && strcmp(a->client, client) == 0) {
+            *pp = a->next;
+            free(a);
+        } else {
+            pp = &a->next;
+        }
+    }
+}
+
 static void waiter_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -430,11 +445,12 @@ static void answer_pending(struct ds_lock_role *lr, struct pending *p, const str
     reply_result(req, c, r);
 }
 
-static void on_cancel_applied(struct ds_lock_role *lr, const struct ds_lock_cmd *c,
-                              const struct ds_lock_result *r)
+static void on_cancel_applied(struct ds_lock_role *lr, const struct ds_lock_cmd *c)
 {
     struct waiter *w = find_waiter(lr, c->resource, c->client_id);
-    if (w && w->timed_out && r->status == DS_LOCK_OK) {
+    /* OK: our cancel removed it; NOT_WAITING: someone else's cancel did (a grant would have been
+     * answered in notify_granted before this).  Either way it is no longer queued. */
+    if (w && w->timed_out) {
         ds_metric_observe(lr->m_wait, (double)(ds_node_now_ms() - w->since_ms) / 1000.0);
         if (w->req) {
             w->req->on_abort = NULL;
@@ -461,6 +477,8 @@ static void lock_apply(struct ds_raft_app *app, uint64_t index, uint64_t term,
         ds_log(DS_LOG_ERROR, "out of memory applying a lock command: stopping", NULL);
         exit(1);
     }
+    if (!rv && c.type == DS_LOCK_CMD_ACQUIRE)
+        forget_abandoned(lr, c.resource, c.client_id); /* the client asks afresh */
     /* my proposals at or before this index: answer mine, give up on overwritten ones */
     while (lr->pending && lr->pending->index <= index) {
         struct pending *p = lr->pending;
@@ -479,7 +497,7 @@ static void lock_apply(struct ds_raft_app *app, uint64_t index, uint64_t term,
     if (!rv) {
         notify_granted(lr, &r.granted);
         if (c.type == DS_LOCK_CMD_CANCEL_WAIT)
-            on_cancel_applied(lr, &c, &r);
+            on_cancel_applied(lr, &c);
         if (c.type == DS_LOCK_CMD_EXPIRE) {
             lr->expire_inflight = 0;
             audit_expired(lr, &r.expired);
@@ -1057,16 +1075,14 @@ static void watch_route(struct ds_http_req *req)
     struct ds_lock_role *lr = req->ctx;
     char tok[32], wait[32];
     uint64_t token = 0, wait_ms = 30000;
-    char *end;
-    if (ds_http_query(req, "token", tok, sizeof tok) != 1 ||
-        (token = strtoull(tok, &end, 10)) == 0 || *end) {
+    if (ds_http_query(req, "token", tok, sizeof tok) != 1 || ds_parse_u64(tok, &token) ||
+        token == 0) {
         ds_http_reply_error(req, 400, "bad_request", "query parameter 'token' must be a positive "
                                                      "whole number");
         return;
     }
     int has_wait = ds_http_query(req, "wait_ms", wait, sizeof wait);
-    if (has_wait < 0 || (has_wait == 1 && ((wait_ms = strtoull(wait, &end, 10)) > MAX_WAIT_MS ||
-                                           *end || !wait[0]))) {
+    if (has_wait < 0 || (has_wait == 1 && (ds_parse_u64(wait, &wait_ms) || wait_ms > MAX_WAIT_MS))) {
         ds_http_reply_error(req, 400, "bad_request",
                             "query parameter 'wait_ms' must be 0..%u", MAX_WAIT_MS);
         return;
