@@ -365,7 +365,8 @@ struct ds_peer *ds_peer_get_idle(struct ds_peer_pool *pool, const char *base_url
     for (struct ds_peer *p = pool->peers; p; p = p->next) {
         if (!p->spare || strcmp(p->url, base_url) != 0)
             continue;
-        if (p->outstanding == 0)
+        /* idle, and not backing off after a failure (a fresh connection is tried instead) */
+        if (p->outstanding == 0 && (p->state != P_IDLE || mono_ms() >= p->retry_at_ms))
             return p;
         n++;
     }
