@@ -22,7 +22,7 @@
 #include "roles/role.h"
 #include "roles/lock/locktable.h"
 
-#define MAX_WAIT_MS 300000u /* longest wait_ms / watch wait */
+#define MAX_WAIT_MS DS_LOCK_WAIT_MAX_MS /* longest wait_ms / watch wait */
 #define FORWARD_SLACK_MS 5000u
 #define ABANDON_RETRY_MS 200u
 
@@ -45,8 +45,7 @@ struct waiter {
     char resource[DS_LOCK_NAME_MAX + 1];
     char client[DS_LOCK_NAME_MAX + 1];
     struct ds_http_req *req; /* NULL once the client went away */
-    struct event *timer;     /* wait_ms */
-    int timed_out;
+    struct event *timer;     /* fallback: wait_ms + clock-skew bound + election timeout */
     uint64_t since_ms;
 };
 
@@ -112,6 +111,13 @@ struct ds_raft_app {
     struct ds_lock_role role;
 };
 
+static uint64_t now_ns_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static uint64_t wall_ms(void)
 {
     struct timespec ts;
@@ -146,6 +152,7 @@ static cJSON *entries_json(const struct ds_lock_list *l, int holders)
         } else {
             cJSON_AddBoolToObject(o, "upgrade", e->upgrade);
             cJSON_AddNumberToObject(o, "waiting_since_ms", (double)e->since_ms);
+            cJSON_AddNumberToObject(o, "wait_ends_at_ms", (double)e->deadline_ms);
         }
         cJSON_AddItemToArray(a, o);
     }
@@ -310,7 +317,6 @@ static void abandon(struct ds_lock_role *lr, const char *res, const char *client
     lr->abandoned = a;
 }
 
-static void propose_cancel(struct ds_lock_role *lr, const char *res, const char *client);
 
 /* A new ACQUIRE from the client supersedes its abandoned wait: whatever it is granted from now on
  * is answered to that request, so housekeeping must not cancel or release it. */
@@ -327,14 +333,36 @@ static void forget_abandoned(struct ds_lock_role *lr, const char *res, const cha
     }
 }
 
+static void reply_wait_timeout(struct ds_lock_role *lr, struct waiter *w)
+{
+    ds_metric_observe(lr->m_wait, (double)(ds_node_now_ms() - w->since_ms) / 1000.0);
+    if (w->req) {
+        w->req->on_abort = NULL;
+        ds_http_reply_error(w->req, 409, "wait_timeout",
+                            "not granted within wait_ms; the request is no longer queued");
+    }
+    waiter_free(lr, w);
+}
+
+/* The table ends a wait by itself (every command first drops waiters whose deadline passed, and
+ * the leader proposes EXPIRE at the earliest deadline), and that is what answers the client.  This
+ * timer fires only when this node has not learnt the outcome in time (no leader, or this node is
+ * cut off and behind): the wait may have ended with a grant this node has not applied yet, so the
+ * honest answer is "unknown" — retrying the acquire with wait_ms 0 tells the client. */
 static void waiter_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct waiter *w = arg;
-    w->timed_out = 1;
-    /* the answer (409 wait_timeout, or granted if a grant wins the race) follows the cancel's apply */
-    propose_cancel(w->role, w->resource, w->client);
+    struct ds_lock_role *lr = w->role;
+    if (w->req) {
+        w->req->on_abort = NULL;
+        ds_http_add_header(w->req, "Retry-After", "1");
+        ds_http_reply_error(w->req, 503, "unavailable",
+                            "the end of the wait could not be confirmed by a leader; retry the "
+                            "acquire (wait_ms 0) to learn whether the lock was granted");
+    }
+    waiter_free(lr, w);
 }
 
 static void waiter_abort(struct ds_http_req *req, void *arg)
@@ -362,7 +390,8 @@ static void add_waiter(struct ds_lock_role *lr, struct ds_http_req *req, const c
     w->since_ms = ds_node_now_ms();
     w->timer = evtimer_new(lr->node->base, waiter_timeout, w);
     uint64_t spent = ds_node_now_ms() - started_ms;
-    uint64_t left = wait_ms > spent ? wait_ms - spent : 0;
+    uint64_t left = (wait_ms > spent ? wait_ms - spent : 0) + lr->node->cfg->clock_skew_ms +
+                    lr->node->cfg->election_max_ms;
     struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
     if (w->timer)
         evtimer_add(w->timer, &tv);
@@ -445,19 +474,12 @@ static void answer_pending(struct ds_lock_role *lr, struct pending *p, const str
     reply_result(req, c, r);
 }
 
-static void on_cancel_applied(struct ds_lock_role *lr, const struct ds_lock_cmd *c)
+static void notify_timed_out(struct ds_lock_role *lr, const struct ds_lock_list *timed_out)
 {
-    struct waiter *w = find_waiter(lr, c->resource, c->client_id);
-    /* OK: our cancel removed it; NOT_WAITING: someone else's cancel did (a grant would have been
-     * answered in notify_granted before this).  Either way it is no longer queued. */
-    if (w && w->timed_out) {
-        ds_metric_observe(lr->m_wait, (double)(ds_node_now_ms() - w->since_ms) / 1000.0);
-        if (w->req) {
-            w->req->on_abort = NULL;
-            ds_http_reply_error(w->req, 409, "wait_timeout",
-                                "not granted within wait_ms; the request is no longer queued");
-        }
-        waiter_free(lr, w);
+    for (size_t i = 0; i < timed_out->n; i++) {
+        struct waiter *w = find_waiter(lr, timed_out->v[i].resource, timed_out->v[i].client_id);
+        if (w)
+            reply_wait_timeout(lr, w);
     }
 }
 
@@ -495,9 +517,8 @@ static void lock_apply(struct ds_raft_app *app, uint64_t index, uint64_t term,
         free(p);
     }
     if (!rv) {
+        notify_timed_out(lr, &r.timed_out);
         notify_granted(lr, &r.granted);
-        if (c.type == DS_LOCK_CMD_CANCEL_WAIT)
-            on_cancel_applied(lr, &c);
         if (c.type == DS_LOCK_CMD_EXPIRE) {
             lr->expire_inflight = 0;
             audit_expired(lr, &r.expired);
@@ -623,15 +644,6 @@ static void propose_or_forward(struct ds_lock_role *lr, struct ds_lock_cmd *c)
     free(buf);
 }
 
-static void propose_cancel(struct ds_lock_role *lr, const char *res, const char *client)
-{
-    struct ds_lock_cmd c;
-    ds_lock_cmd_init(&c, DS_LOCK_CMD_CANCEL_WAIT);
-    snprintf(c.resource, sizeof c.resource, "%s", res);
-    snprintf(c.client_id, sizeof c.client_id, "%s", client);
-    propose_or_forward(lr, &c);
-}
-
 /* Drive every abandoned (resource, client) to "neither waiting nor holding a grant it got after
  * being abandoned", retrying through whoever leads. */
 static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
@@ -743,9 +755,16 @@ static int forward(struct ds_lock_role *lr, struct ds_http_req *req, uint64_t wa
     snprintf(f->resource, sizeof f->resource, "%s", res ? res : "");
     snprintf(f->client, sizeof f->client, "%s", client ? client : "");
     char target[2200];
-    snprintf(target, sizeof target, "%.*s%s%.*s", (int)req->head.path_len, req->head.path,
-             req->head.query ? "?" : "", (int)req->head.query_len,
-             req->head.query ? req->head.query : "");
+    int n = snprintf(target, sizeof target, "%.*s%s%.*s", (int)req->head.path_len,
+                     req->head.path, req->head.query ? "?" : "", (int)req->head.query_len,
+                     req->head.query ? req->head.query : "");
+    if (wait_ms && n > 0 && (size_t)n < sizeof target - 40) {
+        /* the wait is measured from this node's arrival, not from when the leader reads it (a
+         * request can sit in a paused leader's socket buffer) */
+        uint64_t spent = (now_ns_mono() - req->start_ns) / 1000000u;
+        snprintf(target + n, sizeof target - (size_t)n, "%swait_until_ms=%" PRIu64,
+                 req->head.query ? "&" : "?", wall_ms() + (wait_ms > spent ? wait_ms - spent : 0));
+    }
     if (ds_peer_request(peer, ds_http_method_name(req->head.method), target, "application/json",
                         req->body, req->body_len, wait_ms + FORWARD_SLACK_MS, forward_done, f)) {
         free(f);
@@ -838,12 +857,21 @@ static void acquire_route(struct ds_http_req *req)
         struct ds_lock_cmd c;
         ds_lock_cmd_init(&c, DS_LOCK_CMD_ACQUIRE);
         c.mode = (uint8_t)m;
-        c.wait = wait > 0;
+        /* the table ends the wait at the leader's now + wait_ms: give it what is left, from this
+         * node's arrival or a forwarding node's (wait_until_ms, its wall clock) */
+        uint64_t spent = (uint64_t)((now_ns_mono() - req->start_ns) / 1000000u);
+        uint64_t left = wait > spent ? wait - spent : 0, until;
+        char q[32];
+        if (ds_http_query(req, "wait_until_ms", q, sizeof q) == 1 && !ds_parse_u64(q, &until)) {
+            uint64_t now = wall_ms();
+            left = until > now ? (until - now < left ? until - now : left) : 0;
+        }
+        c.wait_ms = (uint32_t)left;
         c.ttl_ms = (uint32_t)ttl;
         snprintf(c.resource, sizeof c.resource, "%s", res);
         snprintf(c.client_id, sizeof c.client_id, "%s", client);
         snprintf(c.request_id, sizeof c.request_id, "%s", rid ? rid : "");
-        submit(lr, req, &c, OP_ACQUIRE, wait);
+        submit(lr, req, &c, OP_ACQUIRE, c.wait_ms);
     }
     cJSON_Delete(o);
 }
@@ -1155,6 +1183,7 @@ STAT_READER(grants)
 STAT_READER(releases)
 STAT_READER(expiries)
 STAT_READER(deadlocks)
+STAT_READER(wait_timeouts)
 
 static int register_metrics(struct ds_lock_role *lr)
 {
@@ -1172,6 +1201,8 @@ static int register_metrics(struct ds_lock_role *lr)
          read_expiries},
         {1, "dsyncd_lock_deadlocks_total", "Acquires refused because they closed a cycle", "",
          read_deadlocks},
+        {1, "dsyncd_lock_wait_timeouts_total", "Waits that ended without a grant", "",
+         read_wait_timeouts},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         struct ds_metric *m = table[i].counter

@@ -5,7 +5,8 @@
  * waits for, or waits ahead of it in an incompatible mode.  Only the new request's out-edges need
  * searching: a request appended at the tail has no in-edges, and an upgrade inserted at the head
  * only adds edges from waiters that already reach the upgrader (the queue behind a shared holder is
- * headed by an exclusive request blocked by that holder). */
+ * headed by an exclusive request blocked by that holder).  Waiters whose wait has ended are not in
+ * the graph: the wait purge that starts every command removed them before the search. */
 #include <stdlib.h>
 #include <string.h>
 

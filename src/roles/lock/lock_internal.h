@@ -41,7 +41,7 @@ struct ds_lock_waiter {
     char *client;
     uint8_t mode, upgrade;
     uint32_t ttl_ms;
-    uint64_t since_ms;
+    uint64_t since_ms, wait_deadline_ms;
 };
 
 struct ds_lock_res {
@@ -82,6 +82,7 @@ struct ds_lock_table {
     struct ds_lock_idem **idq;  /* ring of records in log order */
     size_t idq_head, idq_n, idq_cap;
     uint64_t search;            /* number of the last deadlock search */
+    uint64_t wait_min;          /* <= every waiter's wait_deadline_ms (UINT64_MAX: none) */
     struct ds_lock_stats st;    /* totals only; gauges are computed */
 };
 

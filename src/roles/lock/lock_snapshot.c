@@ -6,7 +6,7 @@
 #include "roles/lock/lock_internal.h"
 
 static const uint8_t magic[4] = { 'D', 'S', 'L', 'K' };
-#define SNAP_VERSION 1
+#define SNAP_VERSION 2 /* 2: waiters carry wait_deadline; 1 is refused */
 
 static void write_res(struct ds_lock_wr *w, const struct ds_lock_res *r)
 {
@@ -26,6 +26,7 @@ static void write_res(struct ds_lock_wr *w, const struct ds_lock_res *r)
         ds_lock_wr_u8(w, r->w[i].upgrade);
         ds_lock_wr_u32(w, r->w[i].ttl_ms);
         ds_lock_wr_u64(w, r->w[i].since_ms);
+        ds_lock_wr_u64(w, r->w[i].wait_deadline_ms);
     }
 }
 
@@ -110,11 +111,13 @@ static int read_holders(struct ds_lock_rd *rd, struct ds_lock_table *t, struct d
 }
 
 /* A waiter must not duplicate one, hold the resource unless it is the (head) upgrade of a shared
- * hold, and an upgrade is exclusive. */
+ * hold, and an upgrade is exclusive; its wait ends after it began, within the time bounds. */
 static int waiter_ok(const struct ds_lock_res *r, const struct ds_lock_waiter *w)
 {
     size_t hi = holder_index(r, w->client);
     if (!mode_ok(w->mode) || w->upgrade > 1 || !ttl_ok(w->ttl_ms) ||
+        w->wait_deadline_ms <= w->since_ms ||
+        w->wait_deadline_ms > DS_LOCK_TIME_MAX + DS_LOCK_WAIT_MAX_MS ||
         ds_lock_waiter_find(r, w->client) < r->nw)
         return 0;
     if (!w->upgrade)
@@ -128,12 +131,13 @@ static int read_waiters(struct ds_lock_rd *rd, struct ds_lock_table *t, struct d
     uint32_t n = ds_lock_rd_u32(rd);
     char client[DS_LOCK_NAME_MAX + 1];
     for (uint32_t i = 0; i < n && !rd->err; i++) {
-        struct ds_lock_waiter w = { client, 0, 0, 0, 0 };
+        struct ds_lock_waiter w = { client, 0, 0, 0, 0, 0 };
         ds_lock_rd_str(rd, client, 1, DS_LOCK_NAME_MAX);
         w.mode = ds_lock_rd_u8(rd);
         w.upgrade = ds_lock_rd_u8(rd);
         w.ttl_ms = ds_lock_rd_u32(rd);
         w.since_ms = ds_lock_rd_u64(rd);
+        w.wait_deadline_ms = ds_lock_rd_u64(rd);
         if (rd->err || !waiter_ok(r, &w))
             return DS_LOCK_EDECODE;
         int rv = ds_lock_waiter_add(t, r, r->nw, &w);

@@ -5,8 +5,7 @@
 
 #include "roles/lock/lock_internal.h"
 
-#define WIRE_VERSION 1
-#define FLAG_WAIT 0x01
+#define WIRE_VERSION 2
 
 static void wr_need(struct ds_lock_wr *w, size_t n)
 {
@@ -108,7 +107,7 @@ int ds_lock_cmd_check(const struct ds_lock_cmd *c)
     int ok = c->now_ms <= DS_LOCK_TIME_MAX;
     switch (c->type) {
     case DS_LOCK_CMD_ACQUIRE:
-        ok = ok && names_ok(c) && ttl_ok(c->ttl_ms) && c->wait <= 1 &&
+        ok = ok && names_ok(c) && ttl_ok(c->ttl_ms) && c->wait_ms <= DS_LOCK_WAIT_MAX_MS &&
              (c->mode == DS_LOCK_EXCLUSIVE || c->mode == DS_LOCK_SHARED) &&
              ds_lock_name_ok(c->request_id, DS_LOCK_REQUEST_ID_MAX, 0);
         break;
@@ -137,7 +136,7 @@ static void encode_body(struct ds_lock_wr *w, const struct ds_lock_cmd *c)
     switch (c->type) {
     case DS_LOCK_CMD_ACQUIRE:
         ds_lock_wr_u8(w, c->mode);
-        ds_lock_wr_u8(w, c->wait ? FLAG_WAIT : 0);
+        ds_lock_wr_u32(w, c->wait_ms);
         ds_lock_wr_u32(w, c->ttl_ms);
         ds_lock_wr_str(w, c->resource);
         ds_lock_wr_str(w, c->client_id);
@@ -194,14 +193,10 @@ static void decode_names(struct ds_lock_rd *r, struct ds_lock_cmd *c)
 
 static void decode_body(struct ds_lock_rd *r, struct ds_lock_cmd *c)
 {
-    uint8_t flags;
     switch (c->type) {
     case DS_LOCK_CMD_ACQUIRE:
         c->mode = ds_lock_rd_u8(r);
-        flags = ds_lock_rd_u8(r);
-        if (flags & ~FLAG_WAIT)
-            r->err = DS_LOCK_EDECODE;
-        c->wait = flags & FLAG_WAIT;
+        c->wait_ms = ds_lock_rd_u32(r);
         c->ttl_ms = ds_lock_rd_u32(r);
         decode_names(r, c);
         ds_lock_rd_str(r, c->request_id, 0, DS_LOCK_REQUEST_ID_MAX);

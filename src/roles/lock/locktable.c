@@ -1,6 +1,7 @@
 /* The lock table state machine (issue 4): acquire, release, renew, cancel, expire and extend
- * applied from the Raft log, FIFO writer-preferring grants and idempotency records.  The semantics
- * are documented in locktable.h; the deadlock search is in lock_deadlock.c. */
+ * applied from the Raft log, wait deadlines, FIFO writer-preferring grants and idempotency
+ * records.  The semantics are documented in locktable.h; the deadlock search is in
+ * lock_deadlock.c. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +47,7 @@ void ds_lock_result_free(struct ds_lock_result *r)
     ds_lock_list_free(&r->holders);
     ds_lock_list_free(&r->granted);
     ds_lock_list_free(&r->expired);
+    ds_lock_list_free(&r->timed_out);
     ds_lock_list_free(&r->cycle);
     memset(r, 0, sizeof(*r));
 }
@@ -61,8 +63,8 @@ static int push_holder(struct ds_lock_list *l, const struct ds_lock_res *r,
 static int push_waiter(struct ds_lock_list *l, const struct ds_lock_res *r,
                        const struct ds_lock_waiter *w)
 {
-    struct ds_lock_entry e = { r->name, w->client, w->mode, w->upgrade, w->ttl_ms, 0, 0,
-                               w->since_ms };
+    struct ds_lock_entry e = { r->name, w->client, w->mode, w->upgrade, w->ttl_ms, 0,
+                               w->wait_deadline_ms, w->since_ms };
     return ds_lock_list_push(l, &e);
 }
 
@@ -81,8 +83,10 @@ static int push_holders(struct ds_lock_list *l, const struct ds_lock_res *r)
 struct ds_lock_table *ds_lock_table_new(void)
 {
     struct ds_lock_table *t = calloc(1, sizeof(*t));
-    if (t)
+    if (t) {
         t->next_token = 1;
+        t->wait_min = UINT64_MAX;
+    }
     return t;
 }
 
@@ -311,6 +315,8 @@ int ds_lock_waiter_add(struct ds_lock_table *t, struct ds_lock_res *r, size_t at
     r->w[at] = *w;
     r->w[at].client = client;
     r->nw++;
+    if (w->wait_deadline_ms < t->wait_min)
+        t->wait_min = w->wait_deadline_ms;
     return 0;
 }
 
@@ -436,12 +442,26 @@ static int enqueue(struct ds_lock_table *t, struct ds_lock_res *r, size_t at,
         t->st.deadlocks++;
         return 0;
     }
-    struct ds_lock_waiter w = { (char *)c->client_id, mode, upgrade, c->ttl_ms, c->now_ms };
+    struct ds_lock_waiter w = { (char *)c->client_id, mode, upgrade, c->ttl_ms, c->now_ms,
+                                c->now_ms + c->wait_ms };
     rv = ds_lock_waiter_add(t, r, at, &w);
     if (rv)
         return rv;
     out->status = DS_LOCK_QUEUED;
     out->position = (uint32_t)at + 1;
+    return 0;
+}
+
+/* A queued client asked again in the same mode: it keeps its place, and the retry's wait may
+ * lengthen (never shorten) its wait. */
+static int answer_queued_again(struct ds_lock_waiter *w, size_t i, const struct ds_lock_cmd *c,
+                               struct ds_lock_result *out)
+{
+    uint64_t deadline = c->now_ms + c->wait_ms;
+    if (deadline > w->wait_deadline_ms)
+        w->wait_deadline_ms = deadline;
+    out->status = DS_LOCK_QUEUED;
+    out->position = (uint32_t)i + 1;
     return 0;
 }
 
@@ -468,18 +488,15 @@ static int acquire_as_holder(struct ds_lock_table *t, struct ds_lock_res *r, siz
         return rv ? rv : answer_granted(out, r, h);
     }
     size_t wi = ds_lock_waiter_find(r, c->client_id);
-    if (wi < r->nw) {
-        out->status = DS_LOCK_QUEUED;
-        out->position = (uint32_t)wi + 1;
-        return 0;
-    }
+    if (wi < r->nw)
+        return answer_queued_again(&r->w[wi], wi, c, out);
     if (r->nh == 1) {
         refresh(h, c);
         h->mode = DS_LOCK_EXCLUSIVE;
         h->token = new_token(t);
         return answer_granted(out, r, h);
     }
-    if (!c->wait)
+    if (!c->wait_ms)
         return answer_held(out, r);
     return enqueue(t, r, 0, c, 1, out);
 }
@@ -493,16 +510,16 @@ static int do_acquire(struct ds_lock_table *t, const struct ds_lock_cmd *c,
         if (i < r->nh)
             return acquire_as_holder(t, r, i, c, out);
         i = ds_lock_waiter_find(r, c->client_id);
+        if (i < r->nw && r->w[i].mode == c->mode)
+            return answer_queued_again(&r->w[i], i, c, out);
         if (i < r->nw) {
-            int same = r->w[i].mode == c->mode;
-            out->status = same ? DS_LOCK_QUEUED : DS_LOCK_CONFLICT;
-            out->position = same ? (uint32_t)i + 1 : 0;
+            out->status = DS_LOCK_CONFLICT;
             return 0;
         }
     }
     if (!r || (r->nw == 0 && holders_allow(r, c->mode, NULL)))
         return grant_new(t, c, out);
-    if (!c->wait)
+    if (!c->wait_ms)
         return answer_held(out, r);
     return enqueue(t, r, r->nw, c, 0, out);
 }
@@ -641,6 +658,83 @@ static int do_extend(struct ds_lock_table *t, const struct ds_lock_cmd *c,
     return 0;
 }
 
+/* ---------------------------------------------------------------- wait deadlines */
+
+static int wait_due(const struct ds_lock_res *r, uint64_t now)
+{
+    for (size_t i = 0; i < r->nw; i++)
+        if (r->w[i].wait_deadline_ms <= now)
+            return 1;
+    return 0;
+}
+
+static void lower_to_waits(const struct ds_lock_res *r, uint64_t *min)
+{
+    for (size_t i = 0; i < r->nw; i++)
+        if (r->w[i].wait_deadline_ms < *min)
+            *min = r->w[i].wait_deadline_ms;
+}
+
+/* Removes r's waiters whose wait ended by `now` (reported in out->timed_out), grants whoever that
+ * unblocks, and lowers *min to the deadlines left on r. */
+static int purge_res(struct ds_lock_table *t, struct ds_lock_res *r, uint64_t now,
+                     struct ds_lock_result *out, uint64_t *min)
+{
+    int rv = 0;
+    for (size_t i = 0; i < r->nw && !rv;) {
+        if (r->w[i].wait_deadline_ms > now) {
+            i++;
+            continue;
+        }
+        rv = push_waiter(&out->timed_out, r, &r->w[i]);
+        if (!rv) {
+            free(waiter_take(t, r, i).client); /* an upgrade's shared hold stays */
+            t->st.wait_timeouts++;
+        }
+    }
+    if (!rv)
+        rv = grant_waiters(t, r, now, out);
+    lower_to_waits(r, min);
+    res_drop_if_empty(t, r);
+    return rv;
+}
+
+/* The purge every command starts with: skipped while `now` is before the table's lower bound of
+ * the wait deadlines, else the resources with a due waiter are purged in name order and the bound
+ * becomes exact. */
+static int purge_waits(struct ds_lock_table *t, uint64_t now, struct ds_lock_result *out)
+{
+    if (now < t->wait_min)
+        return 0;
+    struct ds_lock_res **due = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t min = UINT64_MAX;
+    int rv = 0;
+    for (size_t s = 0; s < t->res.cap; s++) {
+        struct ds_lock_res *r = t->res.slots[s].key ? t->res.slots[s].val : NULL;
+        if (!r || !wait_due(r, now)) {
+            if (r)
+                lower_to_waits(r, &min);
+            continue;
+        }
+        struct ds_lock_res **v = grow(due, &cap, n + 1, sizeof(*due));
+        if (!v) {
+            rv = DS_LOCK_ENOMEM;
+            break;
+        }
+        due = v;
+        due[n++] = r;
+    }
+    if (n > 1)
+        qsort(due, n, sizeof(*due), cmp_res);
+    for (size_t i = 0; i < n && !rv; i++)
+        rv = purge_res(t, due[i], now, out, &min);
+    free(due);
+    if (!rv)
+        t->wait_min = min;
+    return rv;
+}
+
 /* ---------------------------------------------------------------- idempotency records */
 
 static size_t idem_key(char *buf, const char *client, const char *request_id)
@@ -777,6 +871,9 @@ int ds_lock_apply(struct ds_lock_table *t, const struct ds_lock_cmd *c, struct d
         return 0;
     }
     idem_evict(t, c->now_ms);
+    int rv = purge_waits(t, c->now_ms, out);
+    if (rv)
+        return rv;
     if (has_request_id(c)) {
         const struct ds_lock_idem *rec = idem_find(t, c);
         if (rec) {
@@ -784,7 +881,7 @@ int ds_lock_apply(struct ds_lock_table *t, const struct ds_lock_cmd *c, struct d
             return 0;
         }
     }
-    int rv = dispatch(t, c, out);
+    rv = dispatch(t, c, out);
     if (!rv && has_request_id(c))
         rv = record(t, c, out);
     return rv;
@@ -825,6 +922,9 @@ int ds_lock_next_deadline(const struct ds_lock_table *t, uint64_t *deadline_ms)
         for (size_t i = 0; r && i < r->nh; i++)
             if (!found++ || r->h[i].deadline_ms < *deadline_ms)
                 *deadline_ms = r->h[i].deadline_ms;
+        for (size_t i = 0; r && i < r->nw; i++)
+            if (!found++ || r->w[i].wait_deadline_ms < *deadline_ms)
+                *deadline_ms = r->w[i].wait_deadline_ms;
     }
     return found ? 0 : DS_LOCK_ENOENT;
 }

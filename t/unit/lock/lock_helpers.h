@@ -11,6 +11,7 @@
 #define EX DS_LOCK_EXCLUSIVE
 #define SH DS_LOCK_SHARED
 #define TTL 10000u
+#define WAIT 60000u /* wait_ms of the tests' waiting requests unless they need another */
 
 static uint64_t now_ms = 1000000;
 static struct ds_lock_result res; /* result of the last helper call */
@@ -37,19 +38,20 @@ static inline int run(struct ds_lock_table *t, const struct ds_lock_cmd *c)
 }
 
 static inline int acq_full(struct ds_lock_table *t, const char *r, const char *cl, int mode,
-                           int wait, uint32_t ttl, const char *request_id)
+                           uint32_t wait_ms, uint32_t ttl, const char *request_id)
 {
     struct ds_lock_cmd c = mk(DS_LOCK_CMD_ACQUIRE, r, cl);
     c.mode = (uint8_t)mode;
-    c.wait = (uint8_t)wait;
+    c.wait_ms = wait_ms;
     c.ttl_ms = ttl;
     snprintf(c.request_id, sizeof(c.request_id), "%s", request_id ? request_id : "");
     return run(t, &c);
 }
 
-static inline int acq(struct ds_lock_table *t, const char *r, const char *cl, int mode, int wait)
+static inline int acq(struct ds_lock_table *t, const char *r, const char *cl, int mode,
+                      uint32_t wait_ms)
 {
-    return acq_full(t, r, cl, mode, wait, TTL, NULL);
+    return acq_full(t, r, cl, mode, wait_ms, TTL, NULL);
 }
 
 static inline int rel_full(struct ds_lock_table *t, const char *r, const char *cl,

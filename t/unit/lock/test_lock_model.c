@@ -1,5 +1,7 @@
 /* Randomized model test of the lock table: random command sequences from 8 clients on 3 resources,
- * with invariants checked after every command and determinism checked by replay.
+ * with random waits and non-decreasing time stamps, invariants checked after every command (no
+ * waiter outlives its wait, none is granted at or after its deadline) and determinism checked by
+ * replay.
  * Replay one seed with DS_SEED=<n> build/t/unit/lock/test_lock_model. */
 #include "check.h"
 #include "core/prng.h"
@@ -12,12 +14,14 @@
 struct model {
     uint64_t maxtok[NRES];       /* highest token ever granted on each resource */
     uint64_t held[NCL][NRES];    /* token each client held after the previous command */
-    uint8_t cancelled[NCL][NRES]; /* cancelled and not asked again since */
+    uint8_t cancelled[NCL][NRES]; /* cancelled or timed out and not asked again since */
+    uint64_t wait_end[NCL][NRES]; /* wait deadline of each waiter after the previous command */
     uint64_t next_token;
 };
 
 struct totals {
-    unsigned long deadlocks, grants_by_queue, replays, upgrades_queued;
+    unsigned long deadlocks, grants_by_queue, replays, upgrades_queued, timeouts,
+        timeout_grants;
 };
 
 static struct totals totals;
@@ -38,7 +42,11 @@ static struct ds_lock_cmd random_cmd(struct ds_prng *p, struct ds_lock_table *t)
     if (k < 45) {
         c = mk(DS_LOCK_CMD_ACQUIRE, rs, cl);
         c.mode = ds_prng_below(p, 2) ? EX : SH;
-        c.wait = ds_prng_below(p, 5) != 0;
+        uint64_t w = ds_prng_below(p, 10); /* no wait, short, long, the longest */
+        c.wait_ms = w < 2   ? 0
+                    : w < 6 ? (uint32_t)(1 + ds_prng_below(p, 1000))
+                    : w < 9 ? (uint32_t)(1 + ds_prng_below(p, 8000))
+                            : DS_LOCK_WAIT_MAX_MS;
         c.ttl_ms = (uint32_t)(DS_LOCK_TTL_MIN_MS + ds_prng_below(p, 5000));
     } else if (k < 65) {
         c = mk(DS_LOCK_CMD_RELEASE, rs, cl);
@@ -177,8 +185,40 @@ static int check_grants(struct ds_lock_table *t, struct model *m, const struct v
     return 1;
 }
 
+/* The wait purge: what it reports had ended by now_ms (and was a waiter with that deadline), no
+ * grant of this command went to a waiter whose wait had ended, no waiter is left whose wait has
+ * ended, and next_deadline is no later than any wait deadline.  Returns 0 on a violation. */
+static int check_waits(struct ds_lock_table *t, struct model *m, const struct view *v,
+                       uint64_t now)
+{
+    for (size_t i = 0; i < res.timed_out.n; i++) {
+        const struct ds_lock_entry *e = &res.timed_out.v[i];
+        int c = idx_of(e->client_id), r = idx_of(e->resource);
+        if (e->deadline_ms > now || m->wait_end[c][r] != e->deadline_ms)
+            return 0;
+    }
+    for (size_t i = 0; i < res.granted.n; i++) {
+        const struct ds_lock_entry *g = &res.granted.v[i];
+        if (m->wait_end[idx_of(g->client_id)][idx_of(g->resource)] <= now)
+            return 0;
+    }
+    memset(m->wait_end, 0, sizeof(m->wait_end));
+    uint64_t next = UINT64_MAX;
+    int has_next = ds_lock_next_deadline(t, &next) == 0;
+    for (int r = 0; r < NRES; r++)
+        for (size_t i = 0; i < v->w[r].n; i++) {
+            const struct ds_lock_entry *w = &v->w[r].v[i];
+            if (w->deadline_ms <= now || !has_next || next > w->deadline_ms)
+                return 0;
+            m->wait_end[idx_of(w->client_id)][r] = w->deadline_ms;
+        }
+    return 1;
+}
+
 static void track_cancels(struct model *m, const struct ds_lock_cmd *c)
 {
+    for (size_t i = 0; i < res.timed_out.n; i++)
+        m->cancelled[idx_of(res.timed_out.v[i].client_id)][idx_of(res.timed_out.v[i].resource)] = 1;
     if (c->type != DS_LOCK_CMD_ACQUIRE && c->type != DS_LOCK_CMD_CANCEL_WAIT)
         return;
     int cl = idx_of(c->client_id), r = idx_of(c->resource);
@@ -204,7 +244,7 @@ static int step(struct ds_lock_table *t, struct model *m, const struct ds_lock_c
     size_t blen = 0;
     uint8_t *before = d.type == DS_LOCK_CMD_ACQUIRE && !d.request_id[0] ? snap(t, &blen) : NULL;
     run(t, &d);
-    if (res.status == DS_LOCK_DEADLOCK && before) {
+    if (res.status == DS_LOCK_DEADLOCK && before && res.timed_out.n == 0) {
         size_t alen;
         uint8_t *after = snap(t, &alen);
         CHECKF(alen == blen && memcmp(before, after, alen) == 0,
@@ -217,11 +257,16 @@ static int step(struct ds_lock_table *t, struct model *m, const struct ds_lock_c
     totals.grants_by_queue += res.granted.n;
     totals.replays += (size_t)res.replayed;
     totals.upgrades_queued += res.status == DS_LOCK_QUEUED && token_of(t, d.resource, d.client_id);
+    totals.timeouts += res.timed_out.n;
+    totals.timeout_grants += res.timed_out.n && res.granted.n;
     struct view v;
     uint8_t edge[NCL][NCL];
     view_load(t, &v);
+    int ok_timeouts = check_waits(t, m, &v, d.now_ms);
+    CHECKF(ok_timeouts, "DS_SEED=%lu step %zu: a waiter outlived its wait or was granted after it",
+           seed, i);
     int ok_wait = wait_for_graph(&v, edge);
-    int ok = ok_wait && acyclic(edge) && check_grants(t, m, &v);
+    int ok = ok_timeouts && ok_wait && acyclic(edge) && check_grants(t, m, &v);
     CHECKF(ok_wait, "DS_SEED=%lu step %zu: a waiter is blocked by nobody (lost wakeup)", seed, i);
     CHECKF(!ok_wait || acyclic(edge), "DS_SEED=%lu step %zu: wait-for cycle admitted", seed, i);
     CHECKF(!ok || res.status != DS_LOCK_GRANTED || ds_lock_check(t, d.resource, res.token) ||
@@ -231,20 +276,37 @@ static int step(struct ds_lock_table *t, struct model *m, const struct ds_lock_c
     return ok;
 }
 
-/* Replays cmds[from..n) on t and returns 1 when it ends in the same state as `want`. */
+/* A digest of the last result: status and the clients and tokens of its lists. */
+static uint64_t result_digest(void)
+{
+    uint64_t h = (uint64_t)res.status * 1000003u + res.token;
+    const struct ds_lock_list *lists[] = { &res.granted, &res.timed_out, &res.expired };
+    for (size_t l = 0; l < 3; l++)
+        for (size_t i = 0; i < lists[l]->n; i++) {
+            const struct ds_lock_entry *e = &lists[l]->v[i];
+            h = h * 31 + e->token + e->deadline_ms + (uint64_t)idx_of(e->client_id) * 7 +
+                (uint64_t)idx_of(e->resource) * 131 + l;
+        }
+    return h;
+}
+
+/* Replays cmds[from..n) on t and returns 1 when every result and the final state are the same as
+ * the first run's. */
 static int replay_matches(struct ds_lock_table *t, const struct ds_lock_cmd *cmds, size_t from,
-                          size_t n, const struct ds_lock_table *want, const int *statuses)
+                          size_t n, const struct ds_lock_table *want, const uint64_t *digests)
 {
     int same = 1;
-    for (size_t i = from; i < n; i++)
-        same &= run(t, &cmds[i]) == statuses[i];
+    for (size_t i = from; i < n; i++) {
+        run(t, &cmds[i]);
+        same &= result_digest() == digests[i];
+    }
     return same && same_state(t, want);
 }
 
-static void run_seed(unsigned long seed, struct ds_lock_cmd *cmds, int *statuses)
+static void run_seed(unsigned long seed, struct ds_lock_cmd *cmds, uint64_t *digests)
 {
     struct ds_prng p;
-    struct model m = { { 0 }, { { 0 } }, { { 0 } }, 1 };
+    struct model m = { { 0 }, { { 0 } }, { { 0 } }, { { 0 } }, 1 };
     struct ds_lock_table *t = ds_lock_table_new(), *mid = NULL;
     ds_prng_seed(&p, seed);
     now_ms = 1000000;
@@ -255,13 +317,13 @@ static void run_seed(unsigned long seed, struct ds_lock_cmd *cmds, int *statuses
         cmds[n] = random_cmd(&p, t);
         if (!step(t, &m, &cmds[n], seed, n))
             break;
-        statuses[n] = res.status;
+        digests[n] = result_digest();
     }
     if (n == STEPS) {
         struct ds_lock_table *again = ds_lock_table_new();
-        CHECKF(replay_matches(again, cmds, 0, n, t, statuses),
+        CHECKF(replay_matches(again, cmds, 0, n, t, digests),
                "DS_SEED=%lu: replaying the commands gives another state", seed);
-        CHECKF(mid && replay_matches(mid, cmds, STEPS / 2, n, t, statuses),
+        CHECKF(mid && replay_matches(mid, cmds, STEPS / 2, n, t, digests),
                "DS_SEED=%lu: replaying from the midway snapshot gives another state", seed);
         ds_lock_table_free(again);
     }
@@ -272,21 +334,23 @@ static void run_seed(unsigned long seed, struct ds_lock_cmd *cmds, int *statuses
 static void random_histories_keep_every_invariant_and_replay_identically(void)
 {
     static struct ds_lock_cmd cmds[STEPS];
-    static int statuses[STEPS];
+    static uint64_t digests[STEPS];
     const char *one = getenv("DS_SEED");
     if (one && *one) {
-        run_seed(strtoul(one, NULL, 10), cmds, statuses);
+        run_seed(strtoul(one, NULL, 10), cmds, digests);
         return;
     }
     unsigned long seeds = check_seeds(2000);
     for (unsigned long s = 1; s <= seeds && !check_current_failed; s++)
-        run_seed(s, cmds, statuses);
+        run_seed(s, cmds, digests);
     /* the histories reach the interesting paths */
     CHECK(seeds < 100 || (totals.deadlocks > 0 && totals.grants_by_queue > 0 &&
-                          totals.replays > 0 && totals.upgrades_queued > 0));
+                          totals.replays > 0 && totals.upgrades_queued > 0 &&
+                          totals.timeouts > 0 && totals.timeout_grants > 0));
     printf("# %lu seeds x %d steps: %lu deadlocks refused, %lu queued grants, %lu replays, "
-           "%lu upgrades queued\n", seeds, STEPS, totals.deadlocks, totals.grants_by_queue,
-           totals.replays, totals.upgrades_queued);
+           "%lu upgrades queued, %lu waits timed out, %lu purges that granted\n", seeds, STEPS,
+           totals.deadlocks, totals.grants_by_queue, totals.replays, totals.upgrades_queued,
+           totals.timeouts, totals.timeout_grants);
 }
 
 int main(void)

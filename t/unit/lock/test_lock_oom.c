@@ -37,16 +37,20 @@ static int disarm(void)
     return hit;
 }
 
-/* A table where x is read by a and b with c queued, y is written by d with e queued. */
+/* A table where x is read by a and b with c queued, y is written by d with e and f queued, w is
+ * read by g with h (whose wait ends first) and i queued. */
 static struct ds_lock_table *base_table(void)
 {
     struct ds_lock_table *t = ds_lock_table_new();
-    acq(t, "x", "a", SH, 1);
-    acq(t, "x", "b", SH, 1);
-    acq(t, "x", "c", EX, 1);
-    acq_full(t, "y", "d", EX, 1, 200, "id");
-    acq(t, "y", "e", SH, 1);
-    acq(t, "y", "f", SH, 1);
+    acq(t, "x", "a", SH, WAIT);
+    acq(t, "x", "b", SH, WAIT);
+    acq(t, "x", "c", EX, WAIT);
+    acq_full(t, "y", "d", EX, WAIT, 200, "id");
+    acq(t, "y", "e", SH, WAIT);
+    acq(t, "y", "f", SH, WAIT);
+    acq(t, "w", "g", SH, 0);
+    acq(t, "w", "h", EX, WAIT / 2);
+    acq(t, "w", "i", SH, WAIT);
     return t;
 }
 
@@ -59,14 +63,14 @@ static size_t commands(struct ds_lock_table *t, struct ds_lock_cmd *v)
     snprintf(v[n++].request_id, 8, "q1");
     v[n] = mk(DS_LOCK_CMD_ACQUIRE, "x", "z"); /* queued behind c */
     v[n].mode = SH;
-    v[n].wait = 1;
+    v[n].wait_ms = WAIT;
     v[n++].ttl_ms = TTL;
     v[n] = v[n - 1]; /* upgrade by a, queued at the head */
     snprintf(v[n].client_id, 4, "a");
     v[n++].mode = EX;
     v[n] = mk(DS_LOCK_CMD_ACQUIRE, "x", "d"); /* d, holding y, waits for x */
     v[n].mode = EX;
-    v[n].wait = 1;
+    v[n].wait_ms = WAIT;
     v[n++].ttl_ms = TTL;
     v[n] = mk(DS_LOCK_CMD_RELEASE, "y", "d"); /* grants e and f */
     v[n++].token = token_of(t, "y", "d");
@@ -75,6 +79,12 @@ static size_t commands(struct ds_lock_table *t, struct ds_lock_cmd *v)
     v[n++] = mk(DS_LOCK_CMD_CANCEL_WAIT, "x", "c"); /* the client index shrinks */
     v[n] = mk(DS_LOCK_CMD_EXPIRE, NULL, NULL); /* expires d, grants e and f */
     v[n++].now_ms = now_ms + 1000;
+    v[n] = mk(DS_LOCK_CMD_RENEW, "x", "a"); /* h's wait ends: i is granted */
+    v[n].token = token_of(t, "x", "a");
+    v[n].ttl_ms = TTL;
+    v[n++].now_ms = now_ms + WAIT / 2;
+    v[n] = mk(DS_LOCK_CMD_EXPIRE, NULL, NULL); /* every wait and lease ends */
+    v[n++].now_ms = now_ms + WAIT;
     return n;
 }
 
@@ -112,16 +122,16 @@ static void deadlock_search_fails_cleanly_at_every_allocation(void)
         for (int i = 0; i < 12; i++) { /* a chain c0 -> c1 -> ... -> c11 */
             snprintf(r, sizeof(r), "r%d", i);
             snprintf(c, sizeof(c), "c%d", i);
-            acq(t, r, c, EX, 1);
+            acq(t, r, c, EX, WAIT);
             if (i > 0) {
                 snprintf(c, sizeof(c), "c%d", i - 1);
-                acq(t, r, c, EX, 1);
+                acq(t, r, c, EX, WAIT);
             }
         }
         struct ds_lock_cmd cmd = mk(DS_LOCK_CMD_ACQUIRE, "r0", "c11");
         struct ds_lock_result res2;
         cmd.mode = EX;
-        cmd.wait = 1;
+        cmd.wait_ms = WAIT;
         cmd.ttl_ms = TTL;
         arm(k);
         int rv = ds_lock_apply(t, &cmd, &res2);

@@ -1,4 +1,6 @@
 /* Tests of the lock command wire form and of snapshot restore against hostile bytes. */
+#include <inttypes.h>
+
 #include "check.h"
 #include "core/prng.h"
 #include "lock/lock_helpers.h"
@@ -10,7 +12,7 @@ static size_t sample_commands(struct ds_lock_cmd *v)
     size_t n = 0;
     v[n] = mk(DS_LOCK_CMD_ACQUIRE, "res\xc3\xa9", "client-1");
     v[n].mode = SH;
-    v[n].wait = 1;
+    v[n].wait_ms = DS_LOCK_WAIT_MAX_MS;
     v[n].ttl_ms = DS_LOCK_TTL_MAX_MS;
     snprintf(v[n++].request_id, DS_LOCK_REQUEST_ID_MAX + 1, "req-42");
     v[n] = mk(DS_LOCK_CMD_ACQUIRE, "r", "c");
@@ -82,22 +84,23 @@ static int patched_acquire_rejected(size_t at, uint8_t value)
     return rv == DS_LOCK_EDECODE;
 }
 
-/* ACQUIRE layout: 0 version, 1 type, 2..9 now, 10 mode, 11 flags, 12..15 ttl, 16..17 resource
- * length, 18 'r', 19..20 client length, 21 'c', 22..23 request id length. */
+/* ACQUIRE layout: 0 version, 1 type, 2..9 now, 10 mode, 11..14 wait_ms, 15..18 ttl, 19..20
+ * resource length, 21 'r', 22..23 client length, 24 'c', 25..26 request id length. */
 static void decoder_rejects_hostile_fields(void)
 {
-    CHECK(patched_acquire_rejected(0, 2));    /* unknown version */
+    CHECK(patched_acquire_rejected(0, 1));    /* version 1 (ACQUIRE without wait_ms) */
+    CHECK(patched_acquire_rejected(0, 3));    /* unknown version */
     CHECK(patched_acquire_rejected(1, 0));    /* unknown type */
     CHECK(patched_acquire_rejected(1, 7));
     CHECK(patched_acquire_rejected(9, 0xff)); /* now beyond DS_LOCK_TIME_MAX */
     CHECK(patched_acquire_rejected(10, 3));   /* unknown mode */
-    CHECK(patched_acquire_rejected(11, 2));   /* unknown flag */
-    CHECK(patched_acquire_rejected(13, 0));   /* ttl below the minimum */
-    CHECK(patched_acquire_rejected(15, 0xff)); /* ttl above the maximum */
-    CHECK(patched_acquire_rejected(16, 0));   /* empty resource */
-    CHECK(patched_acquire_rejected(17, 1));   /* resource longer than the bytes left */
-    CHECK(patched_acquire_rejected(18, 0));   /* NUL inside a name */
-    CHECK(patched_acquire_rejected(22, 65));  /* request id over its bound */
+    CHECK(patched_acquire_rejected(13, 0xff)); /* wait_ms above DS_LOCK_WAIT_MAX_MS */
+    CHECK(patched_acquire_rejected(16, 0));   /* ttl below the minimum */
+    CHECK(patched_acquire_rejected(18, 0xff)); /* ttl above the maximum */
+    CHECK(patched_acquire_rejected(19, 0));   /* empty resource */
+    CHECK(patched_acquire_rejected(20, 1));   /* resource longer than the bytes left */
+    CHECK(patched_acquire_rejected(21, 0));   /* NUL inside a name */
+    CHECK(patched_acquire_rejected(25, 65));  /* request id over its bound */
     struct ds_lock_cmd d;
     CHECK(ds_lock_cmd_decode(NULL, 0, &d) == DS_LOCK_EDECODE);
 }
@@ -114,6 +117,14 @@ static void encoder_refuses_commands_outside_the_bounds(void)
     c = mk(DS_LOCK_CMD_EXTEND_ALL, NULL, NULL);
     c.extra_ms = DS_LOCK_EXTEND_MAX_MS + 1;
     CHECK(ds_lock_cmd_encode(&c, &b, &len) == DS_LOCK_EINVAL);
+    c = mk(DS_LOCK_CMD_ACQUIRE, "r", "c");
+    c.mode = EX;
+    c.ttl_ms = TTL;
+    c.wait_ms = DS_LOCK_WAIT_MAX_MS + 1;
+    CHECK(ds_lock_cmd_encode(&c, &b, &len) == DS_LOCK_EINVAL);
+    c.wait_ms = DS_LOCK_WAIT_MAX_MS;
+    CHECK(ds_lock_cmd_encode(&c, &b, &len) == 0);
+    free(b);
 }
 
 /* Random and mutated bytes never crash the decoder, and whatever it accepts is canonical. */
@@ -148,12 +159,12 @@ static void decoder_survives_random_and_mutated_bytes(void)
 static struct ds_lock_table *rich_table(void)
 {
     struct ds_lock_table *t = ds_lock_table_new();
-    acq(t, "x", "a", SH, 1);
-    acq(t, "x", "b", SH, 1);
-    acq(t, "x", "a", EX, 1);
-    acq(t, "x", "c", SH, 1);
-    acq_full(t, "y", "c", EX, 1, 500, "r1");
-    acq_full(t, "y", "d", SH, 1, 500, "r2");
+    acq(t, "x", "a", SH, WAIT);
+    acq(t, "x", "b", SH, WAIT);
+    acq(t, "x", "a", EX, WAIT);
+    acq(t, "x", "c", SH, WAIT);
+    acq_full(t, "y", "c", EX, WAIT, 500, "r1");
+    acq_full(t, "y", "d", SH, WAIT, 500, "r2");
     return t;
 }
 
@@ -176,7 +187,7 @@ static void restore_rejects_every_truncation_and_survives_corruption(void)
             struct ds_lock_table *v = clone_table(u);
             CHECKF(v && same_state(u, v), "DS_SEED=%lu: restored table does not round trip", s);
             expire_at(u, UINT64_C(1) << 62);
-            acq(u, "x", "z", EX, 1);
+            acq(u, "x", "z", EX, WAIT);
             ds_lock_table_free(v);
             ds_lock_table_free(u);
         }
@@ -194,18 +205,21 @@ static void sb_str(struct ds_lock_wr *w, const char *s)
         ds_lock_wr_u8(w, (uint8_t)*p);
 }
 
+static uint32_t sb_version = 2; /* version sb_head writes */
+
 static void sb_head(struct ds_lock_wr *w, uint64_t next_token, uint32_t nres)
 {
     ds_lock_wr_u8(w, 'D');
     ds_lock_wr_u8(w, 'S');
     ds_lock_wr_u8(w, 'L');
     ds_lock_wr_u8(w, 'K');
-    ds_lock_wr_u32(w, 1);
+    ds_lock_wr_u32(w, sb_version);
     ds_lock_wr_u64(w, next_token);
     ds_lock_wr_u32(w, nres);
 }
 
-static uint64_t sb_deadline = 5000; /* deadline of the holders sb_holder writes */
+static uint64_t sb_deadline = 5000;     /* deadline of the holders sb_holder writes */
+static uint64_t sb_wait_deadline = 900; /* wait deadline of the waiters sb_waiter writes */
 
 static void sb_holder(struct ds_lock_wr *w, const char *client, uint8_t mode, uint64_t token)
 {
@@ -222,7 +236,8 @@ static void sb_waiter(struct ds_lock_wr *w, const char *client, uint8_t mode, ui
     ds_lock_wr_u8(w, mode);
     ds_lock_wr_u8(w, upgrade);
     ds_lock_wr_u32(w, TTL);
-    ds_lock_wr_u64(w, 1);
+    ds_lock_wr_u64(w, 1); /* since */
+    ds_lock_wr_u64(w, sb_wait_deadline);
 }
 
 /* Resource `name` with holders h1 (and h2 if mode2) and one waiter (if wmode). */
@@ -257,6 +272,26 @@ static void restore_rejects_snapshots_that_break_invariants(void)
     sb_res(&w, "r", SH, SH, "h2", EX, "w", 0);
     ds_lock_wr_u32(&w, 0);
     CHECK(restore_rc(&w) == 0);
+    sb_version = 1; /* the same table in version 1 (waits without deadlines): refused */
+    sb_head(&w, 10, 1);
+    sb_version = 2;
+    sb_res(&w, "r", SH, SH, "h2", EX, "w", 0);
+    ds_lock_wr_u32(&w, 0);
+    CHECK(restore_rc(&w) == DS_LOCK_EDECODE);
+    static const uint64_t bad_wait_ends[] = { 1, 0, DS_LOCK_TIME_MAX + DS_LOCK_WAIT_MAX_MS + 1 };
+    for (size_t i = 0; i < 3; i++) { /* a wait ending at or before its since, or out of bounds */
+        sb_wait_deadline = bad_wait_ends[i];
+        sb_head(&w, 10, 1);
+        sb_res(&w, "r", SH, SH, "h2", EX, "w", 0);
+        ds_lock_wr_u32(&w, 0);
+        CHECKF(restore_rc(&w) == DS_LOCK_EDECODE, "wait deadline %" PRIu64, bad_wait_ends[i]);
+    }
+    sb_wait_deadline = DS_LOCK_TIME_MAX + DS_LOCK_WAIT_MAX_MS; /* the largest is fine */
+    sb_head(&w, 10, 1);
+    sb_res(&w, "r", SH, SH, "h2", EX, "w", 0);
+    ds_lock_wr_u32(&w, 0);
+    CHECK(restore_rc(&w) == 0);
+    sb_wait_deadline = 900;
     sb_head(&w, 10, 1); /* two exclusive holders */
     sb_res(&w, "r", EX, EX, "h2", 0, NULL, 0);
     ds_lock_wr_u32(&w, 0);
