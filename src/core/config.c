@@ -32,6 +32,7 @@ static const char *const formats[] = {"logfmt", "json", NULL};
 static const char *const tls_versions[] = {"1.2", "1.3", NULL};
 static const int tls_version_values[] = {12, 13};
 static const char *const client_auths[] = {"off", "optional", "require", NULL};
+static const char *const write_policies[] = {"write-back", "write-through", NULL};
 
 #define S(sec, nm, fld, t, d) {sec, nm, t, offsetof(struct ds_config, fld), \
                                sizeof(((struct ds_config *)0)->fld), 0, 0, NULL, NULL, d}
@@ -78,6 +79,13 @@ static const struct key keys[] = {
     U("queue", "dedup_window_ms", queue_dedup_window_ms, 1000, 86400000, "300000"),
     U("queue", "housekeeping_ms", queue_housekeeping_ms, 50, 60000, "1000"),
     U("queue", "redis_timeout_ms", queue_redis_timeout_ms, 50, 60000, "2000"),
+    U("cache", "lease_ms", cache_lease_ms, 200, 600000, "2000"),
+    U("cache", "max_entries", cache_max_entries, 1, 100000000, "4096"),
+    U("cache", "max_bytes", cache_max_bytes, 4096, 1ull << 40, "67108864"),
+    E("cache", "write_policy", cache_write_policy, write_policies, NULL, "write-back"),
+    U("cache", "flush_ms", cache_flush_ms, 10, 600000, "500"),
+    U("cache", "op_timeout_ms", cache_op_timeout_ms, 100, 600000, "5000"),
+    U("cache", "redis_timeout_ms", cache_redis_timeout_ms, 50, 60000, "2000"),
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 

@@ -9,7 +9,7 @@
 #define DS_CONFIG_PATH_MAX 512
 #define DS_CONFIG_LIST_MAX 1024
 #define DS_CONFIG_ERR_MAX 512
-#define DS_CONFIG_KEYS_MAX 40
+#define DS_CONFIG_KEYS_MAX 48
 
 enum ds_config_err {
     DS_CONFIG_OK = 0,
@@ -20,6 +20,7 @@ enum ds_config_err {
 enum ds_log_level { DS_LOG_DEBUG = 0, DS_LOG_INFO, DS_LOG_WARN, DS_LOG_ERROR };
 enum ds_log_format { DS_LOG_LOGFMT = 0, DS_LOG_JSON };
 enum ds_client_auth { DS_CLIENT_AUTH_OFF = 0, DS_CLIENT_AUTH_OPTIONAL, DS_CLIENT_AUTH_REQUIRE };
+enum ds_cache_write_policy { DS_CACHE_WRITE_BACK = 0, DS_CACHE_WRITE_THROUGH };
 
 struct ds_config {
     char file[DS_CONFIG_PATH_MAX]; /* INI file the values came from, "" for the embedded default */
@@ -78,6 +79,15 @@ struct ds_config {
     uint64_t queue_dedup_window_ms; /* how long a dedup_id suppresses duplicates */
     uint64_t queue_housekeeping_ms; /* period of redelivery, dead-lettering and trimming */
     uint64_t queue_redis_timeout_ms; /* bound on every Redis command and connection attempt */
+
+    /* [cache] */
+    uint64_t cache_lease_ms;       /* lease term of every copy (MESI + leases) */
+    uint64_t cache_max_entries;    /* LRU: lines per node */
+    uint64_t cache_max_bytes;      /* LRU: key + value bytes per node */
+    int cache_write_policy;        /* enum ds_cache_write_policy */
+    uint64_t cache_flush_ms;       /* write-back: dirty lines are flushed at most this late */
+    uint64_t cache_op_timeout_ms;  /* a client operation answers 503 after this long */
+    uint64_t cache_redis_timeout_ms; /* bound on every Redis command (main memory) */
 
     /* per key of the table: where its value came from and its INI line (0 if not from the file) */
     unsigned char source[DS_CONFIG_KEYS_MAX];

@@ -4,14 +4,14 @@
 #include <string.h>
 
 #include "roles/lock/lock_role.h"
+#include "roles/queue/queue_role.h"
 
-/* Roles whose implementation is not in this build yet: common endpoints only. */
-static const struct ds_role_ops queue_placeholder = {.name = "queue"};
+/* The cache role is not in this build yet: its nodes serve the common endpoints only. */
 static const struct ds_role_ops cache_placeholder = {.name = "cache"};
 
 static const struct ds_role_ops *const roles[] = {
     &ds_lock_role_ops,
-    &queue_placeholder,
+    &ds_queue_role_ops,
     &cache_placeholder,
 };
 

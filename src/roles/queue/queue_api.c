@@ -1,0 +1,1103 @@
+/* Queue role HTTP API (DESIGN.md §3): produce, consume (long poll), ack, nack and stats over the
+ * partition streams of every shard. */
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/json.h"
+#include "core/node.h"
+#include "net/server.h"
+#include "roles/queue/qlua.h"
+#include "roles/queue/queue_internal.h"
+#include "roles/queue/redis.h"
+
+#define BATCH_MAX 1000u        /* messages per produce, ids per ack/nack, max per consume */
+#define MSG_KEY_MAX 256u       /* bytes of a message key */
+#define DEDUP_MAX 128u         /* bytes of a dedup_id */
+#define WAIT_MAX_MS 30000u     /* longest consume long poll */
+#define VISIBILITY_MAX_MS 43200000u
+#define DELAY_MAX_MS 43200000u
+#define POLL_MS 100u           /* a long poll looks again this often (and at once on a local produce) */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double since_s(uint64_t start_ns)
+{
+    return (double)(now_ns() - start_ns) / 1e9;
+}
+
+static void reply_obj(struct ds_http_req *req, int status, cJSON *o)
+{
+    if (o)
+        ds_http_reply_json(req, status, o);
+    else
+        ds_http_reply_error(req, 503, "unavailable", "out of memory");
+    cJSON_Delete(o);
+}
+
+static void reply_unavailable(struct ds_http_req *req, const char *why)
+{
+    ds_http_add_header(req, "Retry-After", "1");
+    ds_http_reply_error(req, 503, "unavailable", "%s", why);
+}
+
+static int parse_body(struct ds_http_req *req, const char *const *fields, cJSON **o)
+{
+    char err[DS_JSON_ERR_MAX];
+    if (ds_json_parse_object(req->body, req->body_len, o, err) ||
+        ds_json_only_fields(*o, fields, err)) {
+        if (*o)
+            cJSON_Delete(*o);
+        *o = NULL;
+        ds_http_reply_error(req, 400, "bad_request", "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* A required name field (queue, group, consumer): 1..DS_QROUTE_NAME_MAX of [A-Za-z0-9._-]. */
+static int get_name(struct ds_http_req *req, const cJSON *o, const char *field, const char **out)
+{
+    char err[DS_JSON_ERR_MAX];
+    if (ds_json_get_str(o, field, true, DS_QROUTE_NAME_MAX, out, err)) {
+        ds_http_reply_error(req, 400, "bad_request", "%s", err);
+        return -1;
+    }
+    if (!ds_qroute_name_valid(*out) ||
+        (strcmp(field, "queue") == 0 && strlen(*out) + 4 > DS_QROUTE_NAME_MAX)) {
+        ds_http_reply_error(req, 400, "bad_request",
+                            "field '%s' must be 1..%u bytes of letters, digits, '.', '_' or '-'%s",
+                            field, DS_QROUTE_NAME_MAX - (strcmp(field, "queue") ? 0 : 4),
+                            strcmp(field, "queue") ? "" : " (room is kept for '.dlq')");
+        return -1;
+    }
+    return 0;
+}
+
+static void send_argv(struct qshard *s, ds_redis_cb *cb, void *arg, int argc, const char **argv,
+                      size_t *lens, int *rv)
+{
+    for (int i = 0; i < argc; i++)
+        if (!lens[i] && argv[i])
+            lens[i] = strlen(argv[i]);
+    *rv = ds_redis_command(s->r, cb, arg, argc, argv, lens);
+}
+
+/* ================================================================== produce */
+
+struct pmsg {
+    struct produce_op *op;
+    uint32_t p;
+    char *body; /* JSON text, malloc'd */
+    const char *key, *dedup; /* into the op's parsed request, NULL when absent */
+    uint64_t tried;
+    struct qshard *shard;
+    char id[DS_QROUTE_ID_MAX];
+    int dup, ok;
+};
+
+struct produce_op {
+    struct ds_queue_role *q;
+    struct ds_http_req *req; /* NULL once the client went away */
+    cJSON *doc;              /* the parsed request: keys and dedup ids point into it */
+    char queue[DS_QROUTE_NAME_MAX + 1];
+    size_t n, left;
+    int single;
+    uint64_t start_ns;
+    struct pmsg m[];
+};
+
+static void wake_waiters(struct ds_queue_role *q, const char *queue);
+static int send_msg(struct pmsg *m);
+
+static void produce_free(struct produce_op *op)
+{
+    for (size_t i = 0; i < op->n; i++)
+        free(op->m[i].body);
+    cJSON_Delete(op->doc);
+    free(op);
+}
+
+static void produce_finish(struct produce_op *op)
+{
+    struct ds_queue_role *q = op->q;
+    size_t failed = 0, dups = 0;
+    for (size_t i = 0; i < op->n; i++) {
+        failed += !op->m[i].ok;
+        dups += op->m[i].dup;
+    }
+    ds_metric_inc(q->m_produced, (double)(op->n - failed - dups));
+    ds_metric_inc(q->m_duplicates, (double)dups);
+    ds_metric_observe(q->h_produce, since_s(op->start_ns));
+    if (failed < op->n)
+        wake_waiters(q, op->queue);
+    struct ds_http_req *req = op->req;
+    if (req) {
+        req->on_abort = NULL;
+        if (failed) {
+            reply_unavailable(req, failed == op->n ? "no Redis shard accepted the messages"
+                                                   : "some messages were not accepted by Redis; "
+                                                     "retry the batch (with dedup_id to be safe)");
+        } else {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "queue", op->queue);
+            if (op->single)
+                cJSON_AddStringToObject(o, "id", op->m[0].id);
+            cJSON *ids = cJSON_AddArrayToObject(o, "ids");
+            for (size_t i = 0; i < op->n; i++)
+                cJSON_AddItemToArray(ids, cJSON_CreateString(op->m[i].id));
+            cJSON_AddNumberToObject(o, "duplicates", (double)dups);
+            reply_obj(req, 201, o);
+        }
+    }
+    produce_free(op);
+}
+
+static int take_reply(struct pmsg *m, const redisReply *r)
+{
+    if (!r)
+        return -1;
+    if (!m->dedup) {
+        if (r->type != REDIS_REPLY_STRING || !ds_qroute_sid_valid(r->str, r->len))
+            return -1;
+        char prefix[32];
+        ds_qroute_id_prefix(m->shard->tag, m->p, prefix, sizeof prefix);
+        snprintf(m->id, sizeof m->id, "%s%s", prefix, r->str);
+        return 0;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_STRING ||
+        r->element[1]->len >= sizeof m->id)
+        return -1;
+    memcpy(m->id, r->element[1]->str, r->element[1]->len + 1);
+    m->dup = r->element[0]->integer == 0;
+    return 0;
+}
+
+static void produce_cb(struct redisReply *reply, void *arg)
+{
+    struct pmsg *m = arg;
+    struct produce_op *op = m->op;
+    if (take_reply(m, reply) == 0) {
+        m->ok = 1;
+    } else if (!op->q->stopping) {
+        /* the shard failed or refused: the next live shard on the ring takes the message */
+        m->tried |= 1ull << (m->shard - op->q->shards);
+        if (send_msg(m) == 0)
+            return;
+    }
+    if (--op->left == 0)
+        produce_finish(op);
+}
+
+static int send_msg(struct pmsg *m)
+{
+    struct produce_op *op = m->op;
+    struct ds_queue_role *q = op->q;
+    char key[DS_QROUTE_KEY_MAX], dkey[DS_QROUTE_KEY_MAX + DEDUP_MAX + 8], win[24], prefix[32];
+    ds_qroute_stream_key(op->queue, m->p, key, sizeof key);
+    for (;;) {
+        struct qshard *s = ds_queue_route(q, op->queue, m->p, m->tried);
+        if (!s)
+            return -1;
+        m->shard = s;
+        ds_queue_register(q, s, op->queue);
+        const char *argv[12];
+        size_t lens[12] = {0};
+        int argc = 0, rv;
+        if (m->dedup) {
+            snprintf(dkey, sizeof dkey, "dsq:{%s}:d:%s", op->queue, m->dedup);
+            snprintf(win, sizeof win, "%" PRIu64, q->dedup_window_ms);
+            ds_qroute_id_prefix(s->tag, m->p, prefix, sizeof prefix);
+            argv[argc++] = "EVAL";
+            argv[argc++] = ds_qlua_produce_dedup;
+            argv[argc++] = "2";
+            argv[argc++] = key;
+            argv[argc++] = dkey;
+            argv[argc++] = win;
+            argv[argc++] = prefix;
+        } else {
+            argv[argc++] = "XADD";
+            argv[argc++] = key;
+            argv[argc++] = "*";
+        }
+        argv[argc++] = "b";
+        lens[argc] = strlen(m->body);
+        argv[argc++] = m->body;
+        if (m->key) {
+            argv[argc++] = "k";
+            argv[argc++] = m->key;
+        }
+        send_argv(s, produce_cb, m, argc, argv, lens, &rv);
+        if (rv == 0)
+            return 0;
+        m->tried |= 1ull << (s - q->shards);
+    }
+}
+
+static void produce_abort(struct ds_http_req *req, void *arg)
+{
+    (void)req;
+    struct produce_op *op = arg;
+    op->req = NULL;
+}
+
+/* One message object (or the top-level request in single form) into m. */
+static int parse_msg(struct ds_http_req *req, const cJSON *o, struct pmsg *m, int top)
+{
+    static const char *const fields[] = {"body", "key", "dedup_id", NULL};
+    char err[DS_JSON_ERR_MAX];
+    const cJSON *body = cJSON_GetObjectItemCaseSensitive(o, "body");
+    if (!top && (!cJSON_IsObject(o) || ds_json_only_fields(o, fields, err))) {
+        ds_http_reply_error(req, 400, "bad_request", "each message must be an object with "
+                                                     "body, key and dedup_id only");
+        return -1;
+    }
+    if (!body) {
+        ds_http_reply_error(req, 400, "bad_request", "field 'body' is required");
+        return -1;
+    }
+    if (ds_json_get_str(o, "key", false, MSG_KEY_MAX, &m->key, err) ||
+        ds_json_get_str(o, "dedup_id", false, DEDUP_MAX, &m->dedup, err)) {
+        ds_http_reply_error(req, 400, "bad_request", "%s", err);
+        return -1;
+    }
+    m->body = cJSON_PrintUnformatted(body);
+    if (!m->body) {
+        reply_unavailable(req, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static struct produce_op *produce_parse(struct ds_queue_role *q, struct ds_http_req *req)
+{
+    static const char *const fields[] = {"queue", "messages", "body", "key", "dedup_id", NULL};
+    cJSON *o;
+    const char *queue;
+    if (parse_body(req, fields, &o))
+        return NULL;
+    if (get_name(req, o, "queue", &queue))
+        goto err;
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
+    int single = msgs == NULL;
+    if (!single && (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) < 1 ||
+                    cJSON_GetArraySize(msgs) > (int)BATCH_MAX ||
+                    cJSON_GetObjectItemCaseSensitive(o, "body") ||
+                    cJSON_GetObjectItemCaseSensitive(o, "key") ||
+                    cJSON_GetObjectItemCaseSensitive(o, "dedup_id"))) {
+        ds_http_reply_error(req, 400, "bad_request",
+                            "field 'messages' must be an array of 1..%u message objects (and "
+                            "then body, key and dedup_id belong inside them)", BATCH_MAX);
+        goto err;
+    }
+    size_t n = single ? 1 : (size_t)cJSON_GetArraySize(msgs);
+    struct produce_op *op = calloc(1, sizeof *op + n * sizeof op->m[0]);
+    if (!op) {
+        reply_unavailable(req, "out of memory");
+        goto err;
+    }
+    op->q = q;
+    op->doc = o;
+    op->n = n;
+    op->single = single;
+    snprintf(op->queue, sizeof op->queue, "%s", queue);
+    const cJSON *it = single ? o : msgs->child;
+    for (size_t i = 0; i < n; i++, it = it->next) {
+        struct pmsg *m = &op->m[i];
+        m->op = op;
+        if (parse_msg(req, it, m, single)) {
+            produce_free(op);
+            return NULL;
+        }
+        /* by key; else by dedup_id, so a retried duplicate finds the first one's shard */
+        const char *route = m->key ? m->key : m->dedup;
+        m->p = ds_qroute_partition(route, route ? strlen(route) : 0, q->partitions, q->rr++);
+    }
+    return op;
+err:
+    cJSON_Delete(o);
+    return NULL;
+}
+
+static void produce_route(struct ds_http_req *req)
+{
+    struct ds_queue_role *q = req->ctx;
+    struct produce_op *op = produce_parse(q, req);
+    if (!op)
+        return;
+    snprintf(req->audit_params, sizeof req->audit_params, "{\"queue\":\"%s\",\"messages\":%zu}",
+             op->queue, op->n);
+    op->req = req;
+    op->start_ns = now_ns();
+    op->left = op->n;
+    req->on_abort = produce_abort;
+    req->abort_arg = op;
+    size_t unsent = 0;
+    for (size_t i = 0; i < op->n; i++)
+        unsent += send_msg(&op->m[i]) != 0;
+    /* messages no shard took are finished now; the rest finish in produce_cb */
+    if (unsent && (op->left -= unsent) == 0)
+        produce_finish(op);
+}
+
+/* ================================================================== consume */
+
+struct qconsume {
+    struct qconsume *next; /* in q->waiters while it waits */
+    struct ds_queue_role *q;
+    struct ds_http_req *req; /* NULL once the client went away */
+    char queue[DS_QROUTE_NAME_MAX + 1];
+    char group[DS_QROUTE_NAME_MAX + 1];
+    char rname[DS_QROUTE_NAME_MAX + 24]; /* consumer@visibility */
+    uint64_t max, got;
+    uint64_t deadline_ms;
+    uint64_t start_ns;
+    size_t first_shard, seen; /* the scan in progress: shards looked at */
+    struct qshard *cur;
+    cJSON *out;
+    struct event *timer;
+    int scanning, waiting;
+};
+
+static void scan_next(struct qconsume *c);
+
+static void consume_free(struct qconsume *c)
+{
+    struct ds_queue_role *q = c->q;
+    if (c->waiting)
+        for (struct qconsume **pp = &q->waiters; *pp; pp = &(*pp)->next)
+            if (*pp == c) {
+                *pp = c->next;
+                break;
+            }
+    if (c->timer)
+        event_free(c->timer);
+    cJSON_Delete(c->out);
+    free(c);
+}
+
+static void consume_reply(struct qconsume *c)
+{
+    struct ds_http_req *req = c->req;
+    ds_metric_observe(c->q->h_consume, since_s(c->start_ns));
+    ds_metric_inc(c->q->m_consumed, (double)c->got);
+    req->on_abort = NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "queue", c->queue);
+    cJSON_AddStringToObject(o, "group", c->group);
+    cJSON_AddItemToObject(o, "messages", c->out);
+    c->out = NULL;
+    reply_obj(req, 200, o);
+    consume_free(c);
+}
+
+static void add_field(cJSON *msg, const char *f, size_t flen, const redisReply *v)
+{
+    if (flen == 1 && f[0] == 'b') {
+        cJSON *body = cJSON_ParseWithLength(v->str, v->len);
+        cJSON_AddItemToObject(msg, "body", body ? body : cJSON_CreateNull());
+    } else if (flen == 1 && f[0] == 'k') {
+        cJSON_AddStringToObject(msg, "key", v->str);
+    } else if (flen == 3 && memcmp(f, "oid", 3) == 0) {
+        cJSON_AddStringToObject(msg, "original_id", v->str);
+    } else if (flen == 2 && memcmp(f, "dc", 2) == 0) {
+        cJSON_AddNumberToObject(msg, "original_delivery_count", strtod(v->str, NULL));
+    } else if (flen == 2 && memcmp(f, "og", 2) == 0) {
+        cJSON_AddStringToObject(msg, "original_group", v->str);
+    }
+}
+
+/* One [partition, id, count, fields] entry of the consume script into c->out. */
+static void take_entry(struct qconsume *c, const redisReply *e)
+{
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
+        e->element[0]->type != REDIS_REPLY_INTEGER || e->element[1]->type != REDIS_REPLY_STRING ||
+        e->element[2]->type != REDIS_REPLY_INTEGER || e->element[3]->type != REDIS_REPLY_ARRAY ||
+        e->element[0]->integer < 0 || e->element[0]->integer >= (long long)c->q->partitions)
+        return;
+    char prefix[32];
+    ds_qroute_id_prefix(c->cur->tag, (uint32_t)e->element[0]->integer, prefix, sizeof prefix);
+    cJSON *msg = cJSON_CreateObject();
+    char id[DS_QROUTE_ID_MAX];
+    snprintf(id, sizeof id, "%s%s", prefix, e->element[1]->str);
+    cJSON_AddStringToObject(msg, "id", id);
+    const redisReply *f = e->element[3];
+    for (size_t i = 0; i + 1 < f->elements; i += 2)
+        if (f->element[i]->type == REDIS_REPLY_STRING && f->element[i + 1]->type == REDIS_REPLY_STRING)
+            add_field(msg, f->element[i]->str, f->element[i]->len, f->element[i + 1]);
+    if (!cJSON_GetObjectItemCaseSensitive(msg, "body"))
+        cJSON_AddNullToObject(msg, "body");
+    cJSON_AddNumberToObject(msg, "delivery_count", (double)e->element[2]->integer);
+    cJSON_AddNumberToObject(msg, "partition", (double)e->element[0]->integer);
+    cJSON_AddItemToArray(c->out, msg);
+    c->got++;
+}
+
+static void consume_cb(struct redisReply *reply, void *arg)
+{
+    struct qconsume *c = arg;
+    c->scanning = 0;
+    if (reply && reply->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < reply->elements && c->got < c->max; i++)
+            take_entry(c, reply->element[i]);
+    if (!c->req) { /* the client went away: what it was given comes back after visibility */
+        consume_free(c);
+        return;
+    }
+    scan_next(c);
+}
+
+static int send_consume(struct qconsume *c, struct qshard *s)
+{
+    struct ds_queue_role *q = c->q;
+    uint32_t P = q->partitions, off = (uint32_t)(q->rr++ % P);
+    size_t argc = 8 + 2 * (size_t)P;
+    const char **argv = calloc(argc, sizeof *argv);
+    size_t *lens = calloc(argc, sizeof *lens);
+    char (*keys)[DS_QROUTE_KEY_MAX] = calloc(P, sizeof *keys);
+    char (*parts)[12] = calloc(P, sizeof *parts);
+    char nkeys[12], max[24];
+    int rv = DS_REDIS_ENOMEM;
+    if (!argv || !lens || !keys || !parts)
+        goto out;
+    snprintf(nkeys, sizeof nkeys, "%" PRIu32, P);
+    snprintf(max, sizeof max, "%" PRIu64, c->max - c->got);
+    size_t a = 0;
+    argv[a++] = "EVAL";
+    argv[a++] = ds_qlua_consume;
+    argv[a++] = nkeys;
+    for (uint32_t i = 0; i < P; i++) {
+        uint32_t p = (off + i) % P;
+        ds_qroute_stream_key(c->queue, p, keys[i], sizeof keys[i]);
+        snprintf(parts[i], sizeof parts[i], "%" PRIu32, p);
+        argv[a++] = keys[i];
+    }
+    argv[a++] = c->group;
+    argv[a++] = c->rname;
+    argv[a++] = max;
+    argv[a++] = DS_QUEUE_BIG_IDLE;
+    for (uint32_t i = 0; i < P; i++)
+        argv[a++] = parts[i];
+    c->cur = s;
+    send_argv(s, consume_cb, c, (int)a, argv, lens, &rv);
+out:
+    free(argv);
+    free(lens);
+    free(keys);
+    free(parts);
+    return rv;
+}
+
+static void consume_timer(evutil_socket_t fd, short what, void *arg);
+
+static void scan_done(struct qconsume *c)
+{
+    struct ds_queue_role *q = c->q;
+    uint64_t now = ds_node_now_ms();
+    if (c->got || now >= c->deadline_ms || q->stopping) {
+        consume_reply(c);
+        return;
+    }
+    if (!c->waiting) {
+        c->waiting = 1;
+        c->next = q->waiters;
+        q->waiters = c;
+    }
+    uint64_t ms = c->deadline_ms - now < POLL_MS ? c->deadline_ms - now : POLL_MS;
+    struct timeval tv = {0, (suseconds_t)ms * 1000};
+    evtimer_add(c->timer, &tv);
+}
+
+/* Look at the next shard of this scan (every shard may hold a partition after a failover). */
+static void scan_next(struct qconsume *c)
+{
+    struct ds_queue_role *q = c->q;
+    while (c->seen < q->nshards && c->got < c->max && !q->stopping) {
+        struct qshard *s = &q->shards[(c->first_shard + c->seen++) % q->nshards];
+        if (ds_redis_up(s->r) && send_consume(c, s) == 0) {
+            c->scanning = 1;
+            return;
+        }
+    }
+    scan_done(c);
+}
+
+static void scan_start(struct qconsume *c)
+{
+    c->first_shard = (size_t)(c->q->rr++ % c->q->nshards);
+    c->seen = 0;
+    scan_next(c);
+}
+
+static void consume_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct qconsume *c = arg;
+    if (!c->scanning)
+        scan_start(c);
+}
+
+static void wake_waiters(struct ds_queue_role *q, const char *queue)
+{
+    for (struct qconsume *c = q->waiters; c; c = c->next)
+        if (!c->scanning && strcmp(c->queue, queue) == 0)
+            event_active(c->timer, EV_TIMEOUT, 0);
+}
+
+static void consume_abort(struct ds_http_req *req, void *arg)
+{
+    (void)req;
+    struct qconsume *c = arg;
+    c->req = NULL;
+    if (!c->scanning)
+        consume_free(c);
+}
+
+static int consume_parse(struct ds_queue_role *q, struct ds_http_req *req, struct qconsume *c)
+{
+    static const char *const fields[] = {"queue", "group", "consumer", "max", "wait_ms",
+                                         "visibility_ms", NULL};
+    cJSON *o;
+    const char *queue, *group, *consumer;
+    uint64_t wait_ms = 0, vis = q->visibility_ms;
+    char err[DS_JSON_ERR_MAX];
+    c->max = 1;
+    if (parse_body(req, fields, &o))
+        return -1;
+    int rv = -1;
+    if (get_name(req, o, "queue", &queue) || get_name(req, o, "group", &group) ||
+        get_name(req, o, "consumer", &consumer))
+        goto out;
+    if (ds_json_get_u64(o, "max", false, 1, BATCH_MAX, &c->max, err) ||
+        ds_json_get_u64(o, "wait_ms", false, 0, WAIT_MAX_MS, &wait_ms, err) ||
+        ds_json_get_u64(o, "visibility_ms", false, 100, VISIBILITY_MAX_MS, &vis, err)) {
+        ds_http_reply_error(req, 400, "bad_request", "%s", err);
+        goto out;
+    }
+    snprintf(c->queue, sizeof c->queue, "%s", queue);
+    snprintf(c->group, sizeof c->group, "%s", group);
+    ds_qroute_consumer_name(consumer, vis, c->rname, sizeof c->rname);
+    c->deadline_ms = ds_node_now_ms() + wait_ms;
+    snprintf(req->audit_params, sizeof req->audit_params,
+             "{\"queue\":\"%s\",\"group\":\"%s\",\"consumer\":\"%s\"}", queue, group, consumer);
+    rv = 0;
+out:
+    cJSON_Delete(o);
+    return rv;
+}
+
+static void consume_route(struct ds_http_req *req)
+{
+    struct ds_queue_role *q = req->ctx;
+    struct qconsume *c = calloc(1, sizeof *c);
+    if (!c) {
+        reply_unavailable(req, "out of memory");
+        return;
+    }
+    c->q = q;
+    if (consume_parse(q, req, c)) {
+        free(c);
+        return;
+    }
+    c->out = cJSON_CreateArray();
+    c->timer = evtimer_new(q->node->base, consume_timer, c);
+    if (!c->out || !c->timer) {
+        consume_free(c);
+        reply_unavailable(req, "out of memory");
+        return;
+    }
+    if (!ds_queue_route(q, c->queue, 0, 0)) {
+        consume_free(c);
+        reply_unavailable(req, "no Redis shard is reachable");
+        return;
+    }
+    c->req = req;
+    c->start_ns = now_ns();
+    req->on_abort = consume_abort;
+    req->abort_arg = c;
+    scan_start(c);
+}
+
+/* ================================================================== ack and nack */
+
+/* The ids of one (shard, partition) stream, sent as one XACK or one nack script. */
+struct idgroup {
+    struct qshard *s;
+    uint32_t p;
+    size_t n;
+    const char **sids;
+};
+
+struct ack_op {
+    struct ds_queue_role *q;
+    struct ds_http_req *req;
+    int nack;
+    size_t left;
+    long long done, dead;
+    int failed;
+    uint64_t start_ns;
+};
+
+static void ack_finish(struct ack_op *op)
+{
+    struct ds_queue_role *q = op->q;
+    ds_metric_observe(q->h_ack, since_s(op->start_ns));
+    ds_metric_inc(op->nack ? q->m_nacked : q->m_acked, (double)op->done);
+    ds_metric_inc(q->m_dead, (double)op->dead);
+    if (op->req) {
+        op->req->on_abort = NULL;
+        if (op->failed) {
+            reply_unavailable(op->req, "a shard holding some of the ids failed; retry (acks "
+                                       "and nacks are idempotent)");
+        } else {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, op->nack ? "nacked" : "acked", (double)op->done);
+            if (op->nack)
+                cJSON_AddNumberToObject(o, "dead_lettered", (double)op->dead);
+            reply_obj(op->req, 200, o);
+        }
+    }
+    free(op);
+}
+
+static void ack_cb(struct redisReply *reply, void *arg)
+{
+    struct ack_op *op = arg;
+    if (reply && reply->type == REDIS_REPLY_INTEGER && !op->nack)
+        op->done += reply->integer;
+    else if (reply && reply->type == REDIS_REPLY_ARRAY && op->nack && reply->elements == 2) {
+        op->done += reply->element[0]->integer;
+        op->dead += reply->element[1]->integer;
+    } else
+        op->failed = 1;
+    if (--op->left == 0)
+        ack_finish(op);
+}
+
+static void ack_abort(struct ds_http_req *req, void *arg)
+{
+    (void)req;
+    struct ack_op *op = arg;
+    op->req = NULL;
+}
+
+/* Parse ids into groups (one per shard and partition).  *groups and each sids are malloc'd,
+ * sids point into o; on failure the request is answered. */
+static int parse_ids(struct ds_queue_role *q, struct ds_http_req *req, const cJSON *ids,
+                     struct ds_qroute_id *parsed, struct idgroup *groups, size_t *ngroups)
+{
+    size_t n = (size_t)cJSON_GetArraySize(ids), i = 0;
+    const cJSON *it;
+    *ngroups = 0;
+    cJSON_ArrayForEach(it, ids) {
+        struct ds_qroute_id *id = &parsed[i];
+        struct qshard *s;
+        if (!cJSON_IsString(it) ||
+            ds_qroute_id_parse(it->valuestring, strlen(it->valuestring), q->partitions, id) ||
+            !(s = ds_queue_shard_by_tag(q, id->tag))) {
+            ds_http_reply_error(req, 400, "bad_request",
+                                "ids[%zu] is not a message id of this queue service", i);
+            return -1;
+        }
+        size_t g = 0;
+        while (g < *ngroups && (groups[g].s != s || groups[g].p != id->partition))
+            g++;
+        if (g == *ngroups) {
+            groups[g] = (struct idgroup){.s = s, .p = id->partition, .sids = calloc(n, sizeof(char *))};
+            (*ngroups)++;
+            if (!groups[g].sids) {
+                reply_unavailable(req, "out of memory");
+                return -1;
+            }
+        }
+        groups[g].sids[groups[g].n++] = id->sid;
+        i++;
+    }
+    return 0;
+}
+
+static int send_ack_group(struct ack_op *op, const char *queue, const char *group,
+                          const struct idgroup *g, uint64_t delay_ms)
+{
+    struct ds_queue_role *q = op->q;
+    char key[DS_QROUTE_KEY_MAX], dkey[DS_QROUTE_KEY_MAX], dlq[DS_QROUTE_NAME_MAX + 8];
+    char max[24], idle[24], prefix[32];
+    size_t argc = g->n + 12;
+    const char **argv = calloc(argc, sizeof *argv);
+    size_t *lens = calloc(argc, sizeof *lens);
+    int rv = DS_REDIS_ENOMEM;
+    if (!argv || !lens)
+        goto out;
+    ds_qroute_stream_key(queue, g->p, key, sizeof key);
+    size_t a = 0;
+    if (op->nack) {
+        ds_qroute_dlq_name(queue, dlq, sizeof dlq);
+        ds_qroute_stream_key(dlq, g->p, dkey, sizeof dkey);
+        ds_qroute_id_prefix(g->s->tag, g->p, prefix, sizeof prefix);
+        snprintf(max, sizeof max, "%" PRIu64, q->max_deliveries);
+        snprintf(idle, sizeof idle, "%" PRIu64, DS_QUEUE_BIG_IDLE_MS - delay_ms);
+        const char *head[] = {"EVAL", ds_qlua_nack, "3", key, dkey, DS_QUEUE_REGISTRY, group,
+                              max, idle, ds_qroute_is_dlq(queue) ? "1" : "0", dlq, prefix};
+        for (size_t i = 0; i < 12; i++)
+            argv[a++] = head[i];
+    } else {
+        argv[a++] = "XACK";
+        argv[a++] = key;
+        argv[a++] = group;
+    }
+    for (size_t i = 0; i < g->n; i++)
+        argv[a++] = g->sids[i];
+    send_argv(g->s, ack_cb, op, (int)a, argv, lens, &rv);
+out:
+    free(argv);
+    free(lens);
+    return rv;
+}
+
+static void ack_route_common(struct ds_http_req *req, int nack)
+{
+    struct ds_queue_role *q = req->ctx;
+    static const char *const ack_fields[] = {"queue", "group", "ids", NULL};
+    static const char *const nack_fields[] = {"queue", "group", "ids", "delay_ms", NULL};
+    cJSON *o;
+    const char *queue, *group;
+    uint64_t delay = 0;
+    char err[DS_JSON_ERR_MAX];
+    if (parse_body(req, nack ? nack_fields : ack_fields, &o))
+        return;
+    struct ds_qroute_id *parsed = NULL;
+    struct idgroup *groups = NULL;
+    size_t ngroups = 0;
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(o, "ids");
+    if (get_name(req, o, "queue", &queue) || get_name(req, o, "group", &group))
+        goto out;
+    if (ds_json_get_u64(o, "delay_ms", false, 0, DELAY_MAX_MS, &delay, err)) {
+        ds_http_reply_error(req, 400, "bad_request", "%s", err);
+        goto out;
+    }
+    if (!cJSON_IsArray(ids) || cJSON_GetArraySize(ids) < 1 ||
+        cJSON_GetArraySize(ids) > (int)BATCH_MAX) {
+        ds_http_reply_error(req, 400, "bad_request",
+                            "field 'ids' must be an array of 1..%u message ids", BATCH_MAX);
+        goto out;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(ids);
+    parsed = calloc(n, sizeof *parsed);
+    groups = calloc(n, sizeof *groups);
+    if (!parsed || !groups) {
+        reply_unavailable(req, "out of memory");
+        goto out;
+    }
+    if (parse_ids(q, req, ids, parsed, groups, &ngroups))
+        goto out;
+    snprintf(req->audit_params, sizeof req->audit_params,
+             "{\"queue\":\"%s\",\"group\":\"%s\",\"ids\":%zu}", queue, group, n);
+    struct ack_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        reply_unavailable(req, "out of memory");
+        goto out;
+    }
+    *op = (struct ack_op){.q = q, .req = req, .nack = nack, .left = ngroups, .start_ns = now_ns()};
+    req->on_abort = ack_abort;
+    req->abort_arg = op;
+    size_t unsent = 0;
+    for (size_t g = 0; g < ngroups; g++)
+        unsent += send_ack_group(op, queue, group, &groups[g], delay) != 0;
+    if (unsent) {
+        op->failed = 1;
+        if ((op->left -= unsent) == 0)
+            ack_finish(op);
+    }
+out:
+    for (size_t g = 0; groups && g < ngroups; g++)
+        free(groups[g].sids);
+    free(groups);
+    free(parsed);
+    cJSON_Delete(o);
+}
+
+static void ack_route(struct ds_http_req *req)
+{
+    ack_route_common(req, 0);
+}
+
+static void nack_route(struct ds_http_req *req)
+{
+    ack_route_common(req, 1);
+}
+
+/* ================================================================== stats */
+
+struct stats_op {
+    struct ds_queue_role *q;
+    struct ds_http_req *req;
+    char queue[DS_QROUTE_NAME_MAX + 1];
+    size_t left;
+    int incomplete;
+    double length, dlq_depth;
+    cJSON *streams, *groups, *shards;
+    struct qshard *cur[DS_QUEUE_SHARDS_MAX];
+};
+
+struct stats_call {
+    struct stats_op *op;
+    struct qshard *s;
+};
+
+static cJSON *obj_child(cJSON *parent, const char *name)
+{
+    cJSON *x = cJSON_GetObjectItemCaseSensitive(parent, name);
+    return x ? x : cJSON_AddObjectToObject(parent, name);
+}
+
+static void num_add(cJSON *o, const char *name, double v)
+{
+    cJSON *x = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (x)
+        cJSON_SetNumberValue(x, x->valuedouble + v);
+    else
+        cJSON_AddNumberToObject(o, name, v);
+}
+
+/* One consumer [name, pending, idle] of a group into the group's totals. */
+static void stats_consumer(cJSON *g, const redisReply *c)
+{
+    if (c->type != REDIS_REPLY_ARRAY || c->elements != 3 ||
+        c->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    long long pending = c->element[1]->integer, idle = c->element[2]->integer;
+    if (strcmp(c->element[0]->str, DS_QROUTE_READY) == 0) {
+        num_add(g, "awaiting_redelivery", (double)pending);
+        return;
+    }
+    char name[DS_QROUTE_NAME_MAX + 1];
+    uint64_t vis;
+    if (ds_qroute_consumer_parse(c->element[0]->str, name, sizeof name, &vis))
+        snprintf(name, sizeof name, "%.*s", (int)DS_QROUTE_NAME_MAX, c->element[0]->str);
+    cJSON *x = obj_child(obj_child(g, "consumers"), name);
+    num_add(x, "pending", (double)pending);
+    cJSON *i = cJSON_GetObjectItemCaseSensitive(x, "idle_ms");
+    if (!i)
+        cJSON_AddNumberToObject(x, "idle_ms", (double)idle);
+    else if ((double)idle < i->valuedouble)
+        cJSON_SetNumberValue(i, (double)idle);
+}
+
+/* One [partition, length, dlq length, groups] entry of the stats script. */
+static void stats_entry(struct stats_op *op, struct qshard *s, const redisReply *e)
+{
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 || e->element[3]->type != REDIS_REPLY_ARRAY)
+        return;
+    cJSON *st = cJSON_CreateObject();
+    cJSON_AddNumberToObject(st, "partition", (double)e->element[0]->integer);
+    cJSON_AddStringToObject(st, "shard", s->addr);
+    cJSON_AddNumberToObject(st, "length", (double)e->element[1]->integer);
+    cJSON_AddNumberToObject(st, "dlq_length", (double)e->element[2]->integer);
+    op->length += (double)e->element[1]->integer;
+    op->dlq_depth += (double)e->element[2]->integer;
+    cJSON *sg = cJSON_AddObjectToObject(st, "groups");
+    const redisReply *gs = e->element[3];
+    for (size_t i = 0; i < gs->elements; i++) {
+        const redisReply *g = gs->element[i];
+        if (g->type != REDIS_REPLY_ARRAY || g->elements != 4 ||
+            g->element[0]->type != REDIS_REPLY_STRING || g->element[3]->type != REDIS_REPLY_ARRAY)
+            continue;
+        double pending = (double)g->element[1]->integer, lag = (double)g->element[2]->integer;
+        cJSON *x = cJSON_AddObjectToObject(sg, g->element[0]->str);
+        cJSON_AddNumberToObject(x, "pending", pending);
+        cJSON *total = obj_child(op->groups, g->element[0]->str);
+        num_add(total, "pending", pending);
+        if (lag >= 0) {
+            cJSON_AddNumberToObject(x, "lag", lag);
+            num_add(total, "lag", lag);
+        }
+        obj_child(total, "consumers");
+        for (size_t j = 0; j < g->element[3]->elements; j++)
+            stats_consumer(total, g->element[3]->element[j]);
+    }
+    cJSON_AddItemToArray(op->streams, st);
+}
+
+static void stats_finish(struct stats_op *op)
+{
+    if (op->req) {
+        op->req->on_abort = NULL;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "queue", op->queue);
+        cJSON_AddNumberToObject(o, "partitions", op->q->partitions);
+        cJSON_AddBoolToObject(o, "complete", !op->incomplete);
+        cJSON_AddNumberToObject(o, "length", op->length);
+        cJSON_AddNumberToObject(o, "dlq_depth", op->dlq_depth);
+        cJSON_AddItemToObject(o, "groups", op->groups);
+        cJSON_AddItemToObject(o, "streams", op->streams);
+        cJSON_AddItemToObject(o, "shards", op->shards);
+        op->groups = op->streams = op->shards = NULL;
+        reply_obj(op->req, 200, o);
+    }
+    cJSON_Delete(op->groups);
+    cJSON_Delete(op->streams);
+    cJSON_Delete(op->shards);
+    free(op);
+}
+
+static void stats_cb(struct redisReply *reply, void *arg)
+{
+    struct stats_call *call = arg;
+    struct stats_op *op = call->op;
+    if (reply && reply->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < reply->elements; i++)
+            stats_entry(op, call->s, reply->element[i]);
+    else
+        op->incomplete = 1;
+    free(call);
+    if (--op->left == 0)
+        stats_finish(op);
+}
+
+static int send_stats(struct stats_op *op, struct qshard *s)
+{
+    uint32_t P = op->q->partitions;
+    char dlq[DS_QROUTE_NAME_MAX + 8], nkeys[12];
+    size_t argc = 3 + 3 * (size_t)P;
+    const char **argv = calloc(argc, sizeof *argv);
+    size_t *lens = calloc(argc, sizeof *lens);
+    char (*keys)[DS_QROUTE_KEY_MAX] = calloc(2 * (size_t)P, sizeof *keys);
+    char (*parts)[12] = calloc(P, sizeof *parts);
+    struct stats_call *call = malloc(sizeof *call);
+    int rv = DS_REDIS_ENOMEM;
+    if (!argv || !lens || !keys || !parts || !call)
+        goto out;
+    ds_qroute_dlq_name(op->queue, dlq, sizeof dlq);
+    snprintf(nkeys, sizeof nkeys, "%" PRIu32, 2 * P);
+    size_t a = 0;
+    argv[a++] = "EVAL";
+    argv[a++] = ds_qlua_stats;
+    argv[a++] = nkeys;
+    for (uint32_t p = 0; p < P; p++) {
+        ds_qroute_stream_key(op->queue, p, keys[p], sizeof keys[p]);
+        ds_qroute_stream_key(dlq, p, keys[P + p], sizeof keys[P + p]);
+        snprintf(parts[p], sizeof parts[p], "%" PRIu32, p);
+    }
+    for (uint32_t p = 0; p < 2 * P; p++)
+        argv[a++] = keys[p];
+    for (uint32_t p = 0; p < P; p++)
+        argv[a++] = parts[p];
+    *call = (struct stats_call){.op = op, .s = s};
+    send_argv(s, stats_cb, call, (int)a, argv, lens, &rv);
+out:
+    if (rv)
+        free(call);
+    free(argv);
+    free(lens);
+    free(keys);
+    free(parts);
+    return rv;
+}
+
+static void stats_abort(struct ds_http_req *req, void *arg)
+{
+    (void)req;
+    struct stats_op *op = arg;
+    op->req = NULL;
+}
+
+static void stats_route(struct ds_http_req *req)
+{
+    struct ds_queue_role *q = req->ctx;
+    const char *queue = req->match.params[0];
+    if (!ds_qroute_name_valid(queue)) {
+        ds_http_reply_error(req, 400, "bad_request", "not a queue name");
+        return;
+    }
+    struct stats_op *op = calloc(1, sizeof *op);
+    if (!op || !(op->streams = cJSON_CreateArray()) || !(op->groups = cJSON_CreateObject()) ||
+        !(op->shards = cJSON_CreateArray())) {
+        if (op) {
+            cJSON_Delete(op->streams);
+            cJSON_Delete(op->groups);
+        }
+        free(op);
+        reply_unavailable(req, "out of memory");
+        return;
+    }
+    op->q = q;
+    op->req = req;
+    snprintf(op->queue, sizeof op->queue, "%s", queue);
+    op->left = 1; /* held while sending */
+    req->on_abort = stats_abort;
+    req->abort_arg = op;
+    size_t sent = 0;
+    for (size_t i = 0; i < q->nshards; i++) {
+        struct qshard *s = &q->shards[i];
+        int up = ds_redis_up(s->r);
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, "addr", s->addr);
+        cJSON_AddBoolToObject(x, "up", up);
+        cJSON_AddItemToArray(op->shards, x);
+        int rv = up ? send_stats(op, s) : DS_REDIS_EDOWN;
+        if (rv == 0) {
+            op->left++;
+            sent++;
+        } else {
+            cJSON_AddStringToObject(x, "error", ds_redis_strerror(rv));
+            op->incomplete = 1;
+        }
+    }
+    if (!sent) {
+        req->on_abort = NULL;
+        op->req = NULL;
+        reply_unavailable(req, "no Redis shard is reachable");
+    }
+    if (--op->left == 0)
+        stats_finish(op);
+}
+
+/* ================================================================== plumbing */
+
+int ds_queue_api_routes(struct ds_queue_role *q)
+{
+    static const struct {
+        unsigned methods;
+        const char *pattern;
+        ds_route_fn *fn;
+        unsigned flags;
+    } routes[] = {
+        {DS_HTTP_POST, "/queue/produce", produce_route, DS_ROUTE_MUTATING},
+        {DS_HTTP_POST, "/queue/consume", consume_route, DS_ROUTE_MUTATING},
+        {DS_HTTP_POST, "/queue/ack", ack_route, DS_ROUTE_MUTATING},
+        {DS_HTTP_POST, "/queue/nack", nack_route, DS_ROUTE_MUTATING},
+        {DS_HTTP_GET, "/queue/{queue}/stats", stats_route, 0},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (ds_server_route(q->node->server, routes[i].methods, routes[i].pattern, routes[i].fn,
+                            routes[i].flags, q))
+            return ENOMEM;
+    return 0;
+}
+
+void ds_queue_api_stop(struct ds_queue_role *q)
+{
+    /* long polls answer now with what they have, so the drain does not wait for them */
+    for (struct qconsume *c = q->waiters, *next; c; c = next) {
+        next = c->next;
+        if (!c->scanning && c->req)
+            consume_reply(c);
+    }
+}
+
+void ds_queue_api_free(struct ds_queue_role *q)
+{
+    while (q->waiters)
+        consume_free(q->waiters);
+}
