@@ -3,16 +3,14 @@
 
 #include <string.h>
 
+#include "roles/cache/cache_role.h"
 #include "roles/lock/lock_role.h"
 #include "roles/queue/queue_role.h"
-
-/* The cache role is not in this build yet: its nodes serve the common endpoints only. */
-static const struct ds_role_ops cache_placeholder = {.name = "cache"};
 
 static const struct ds_role_ops *const roles[] = {
     &ds_lock_role_ops,
     &ds_queue_role_ops,
-    &cache_placeholder,
+    &ds_cache_role_ops,
 };
 
 const struct ds_role_ops *ds_role_find(const char *name)
