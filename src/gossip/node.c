@@ -320,3 +320,12 @@ int ds_gossip_set_meta(struct ds_gossip *g, const struct ds_swim_meta *meta, siz
     flush(g);
     return rv;
 }
+
+const char *ds_gossip_meta(const struct ds_gossip *g, const char *id, const char *key)
+{
+    const struct ds_swim_node *m = ds_swim_find(g->swim, id);
+    for (size_t i = 0; m && i < m->n_meta; i++)
+        if (strcmp(m->meta[i].key, key) == 0)
+            return m->meta[i].value;
+    return NULL;
+}

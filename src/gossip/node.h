@@ -35,6 +35,9 @@ uint64_t ds_gossip_epoch(const struct ds_gossip *g);
 /* 1 once this node knows another live member, or when no seed other than itself is configured. */
 int ds_gossip_joined(const struct ds_gossip *g);
 
+/* Metadata value `key` of member `id` (alive or not), or NULL; valid until the next loop turn. */
+const char *ds_gossip_meta(const struct ds_gossip *g, const char *id, const char *key);
+
 /* Replace this node's metadata (gossiped to every member). */
 int ds_gossip_set_meta(struct ds_gossip *g, const struct ds_swim_meta *meta, size_t n);
 

@@ -3,9 +3,11 @@
  * Choices this glue makes (the protocol itself is mesi.h's):
  * - Node ids.  The engine wants small ids agreed by every node.  Every cache node is listed in
  *   [cluster] seeds (the same list on every node, as conf/ does); the seed URLs sorted bytewise give
- *   ids 0..n-1 and a member's id is the index of its advertised URL.  No negotiation is needed, so
- *   no two nodes can ever claim one id; a node whose URL is not in the seeds refuses to start (a
- *   cluster grows by adding the new URL to every node's seeds).  At most DS_MESI_MAX_NODES seeds.
+ *   ids 0..n-1 and a member's id is the index of its advertised URL: no negotiation, no clash.
+ *   A node outside the seeds (scaled out) claims the lowest id no member uses: it advertises the
+ *   claim in its gossip metadata ("mesi_claim"), yields to a claim of the same id by a member with
+ *   a smaller name, and after CLAIM_MS without a clash starts its engine and advertises the id
+ *   ("mesi_id"); until then it is not on the ring and answers 503.  At most DS_MESI_MAX_NODES.
  * - Home and epoch.  The ring (ring/ring.h) over the live cache members (gossip: alive or suspect)
  *   by name gives ds_mesi_ring.home_of.  The membership epoch carried by every message must be equal
  *   on every node, so it is not gossip's local event counter but XXH64 of the sorted (name, id)
@@ -40,6 +42,7 @@
 #define SEND_TIMEOUT_MS 2000
 #define BATCH_MAX (256u * 1024u) /* bytes of frames sent in one request */
 #define FRAME_HEADER 4
+#define CLAIM_MS 3000 /* a claimed id is taken once no clash was seen for this long (gossip) */
 
 /* ------------------------------------------------------------------ ids and membership */
 
@@ -102,13 +105,23 @@ static int load_seeds(struct ds_cache_role *cr, char *err)
         cr->nseeds = 1;
     }
     int self = id_of_url(cr, c->advertise_url);
-    if (self < 0) {
-        snprintf(err, 512, "the cache role needs this node's advertise_url (%s) in [cluster] seeds: "
-                 "the sorted seeds give every cache node its id", c->advertise_url);
-        return EINVAL;
-    }
-    cr->self = (uint16_t)self;
+    cr->claim = -1;
+    cr->self = self < 0 ? UINT16_MAX : (uint16_t)self; /* outside the seeds: claimed later */
     return 0;
+}
+
+/* MESI id of a member: its place in the seeds, else the id it advertises; -1 when none. */
+static int member_id(const struct ds_cache_role *cr, const char *name, const char *url)
+{
+    int id = id_of_url(cr, url);
+    if (id >= 0)
+        return id;
+    const char *v = ds_gossip_meta(cr->gossip, name, "mesi_id");
+    char *end;
+    long x = v ? strtol(v, &end, 10) : -1;
+    if (!v || !*v || *end || x < (long)cr->nseeds || x >= DS_MESI_MAX_NODES)
+        return -1;
+    return (int)x;
 }
 
 static uint16_t home_of(const struct ds_mesi_ring *ring, const uint8_t *key, size_t len)
@@ -137,8 +150,9 @@ const char *ds_cache_member_name(const struct ds_cache_role *cr, int id)
 static void refresh_members(struct ds_cache_role *cr)
 {
     uint64_t gepoch = ds_gossip_epoch(cr->gossip);
-    if (cr->ring && gepoch == cr->gossip_epoch)
+    if (cr->ring && gepoch == cr->gossip_epoch && !cr->refresh)
         return;
+    cr->refresh = 0;
     const char *ids[DS_SWIM_MEMBERS_MAX], *urls[DS_SWIM_MEMBERS_MAX];
     size_t n = ds_gossip_live(cr->gossip, ids, urls, DS_SWIM_MEMBERS_MAX);
     struct ds_ring_member rm[DS_MESI_MAX_NODES];
@@ -146,9 +160,9 @@ static void refresh_members(struct ds_cache_role *cr)
     size_t k = 0;
     uint64_t epoch = 0x9e3779b97f4a7c15ull;
     for (size_t i = 0; i < n && k < DS_MESI_MAX_NODES; i++) { /* ids[] is sorted by name */
-        int id = id_of_url(cr, urls[i]);
+        int id = member_id(cr, ids[i], urls[i]);
         if (id < 0)
-            continue; /* not a cache node of this cluster's seeds: never a home */
+            continue; /* no id yet (a node still claiming one): never a home */
         rm[k] = (struct ds_ring_member){.id = ids[i], .weight = 0};
         mid[k++] = id;
         epoch = ds_hash64(ids[i], strlen(ids[i]), epoch ^ (uint64_t)id);
@@ -179,8 +193,10 @@ static void refresh_members(struct ds_cache_role *cr)
     snprintf(e, sizeof e, "%016" PRIx64, epoch);
     snprintf(nm, sizeof nm, "%zu", k);
     ds_log(DS_LOG_INFO, "cache membership changed", "epoch", e, "members", nm, NULL);
-    ds_mesi_set_epoch(cr->mesi, epoch, ds_node_now_ms());
-    ds_cache_drain(cr);
+    if (cr->mesi) {
+        ds_mesi_set_epoch(cr->mesi, epoch, ds_node_now_ms());
+        ds_cache_drain(cr);
+    }
 }
 
 /* ------------------------------------------------------------------ transport */
@@ -271,7 +287,8 @@ static void msg_route(struct ds_http_req *req)
         ds_http_reply_error(req, 400, "bad_request", "malformed coherence message batch");
         return;
     }
-    walk_batch(cr, body, req->body_len, 1); /* messages point into the body: before the reply */
+    if (cr->mesi) /* a node still claiming its id drops them: the senders retransmit */
+        walk_batch(cr, body, req->body_len, 1); /* messages point into the body: before the reply */
     ds_http_reply(req, 204, "application/octet-stream", "", 0);
     ds_cache_drain(cr);
 }
@@ -291,7 +308,7 @@ static void on_lost(struct ds_cache_role *cr, const struct ds_mesi_out *o)
 void ds_cache_drain(struct ds_cache_role *cr)
 {
     struct ds_mesi_out o;
-    while (ds_mesi_poll(cr->mesi, &o)) {
+    while (cr->mesi && ds_mesi_poll(cr->mesi, &o)) {
         switch (o.kind) {
         case DS_MESI_OUT_SEND:
             queue_msg(cr, &o.msg);
@@ -315,13 +332,83 @@ void ds_cache_drain(struct ds_cache_role *cr)
     }
 }
 
+static int start_engine(struct ds_cache_role *cr, char *err);
+
+static void advertise(struct ds_cache_role *cr, const char *key, int id)
+{
+    struct ds_swim_meta m;
+    memset(&m, 0, sizeof m);
+    snprintf(m.key, sizeof m.key, "%s", key);
+    snprintf(m.value, sizeof m.value, "%d", id);
+    ds_gossip_set_meta(cr->gossip, &m, 1);
+}
+
+/* A node outside the seeds: claim the lowest free id, start the engine once the claim held for
+ * CLAIM_MS (see the header comment). */
+static void claim_id(struct ds_cache_role *cr)
+{
+    if (!ds_gossip_joined(cr->gossip))
+        return;
+    const char *me = cr->node->cfg->node_id;
+    const char *ids[DS_SWIM_MEMBERS_MAX], *urls[DS_SWIM_MEMBERS_MAX];
+    size_t n = ds_gossip_live(cr->gossip, ids, urls, DS_SWIM_MEMBERS_MAX);
+    int used[DS_MESI_MAX_NODES] = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(ids[i], me) == 0)
+            continue;
+        int id = member_id(cr, ids[i], urls[i]);
+        if (id >= 0)
+            used[id] = 1;
+        const char *c = ds_gossip_meta(cr->gossip, ids[i], "mesi_claim");
+        char *end;
+        long x = c && *c ? strtol(c, &end, 10) : -1;
+        if (c && *c && !*end && x >= 0 && x < DS_MESI_MAX_NODES && strcmp(ids[i], me) < 0)
+            used[x] = 1; /* a smaller name's claim wins */
+    }
+    uint64_t now = ds_node_now_ms();
+    if (cr->claim >= 0 && !used[cr->claim]) {
+        if (now - cr->claim_since_ms < CLAIM_MS)
+            return;
+        char err[512];
+        cr->self = (uint16_t)cr->claim;
+        if (start_engine(cr, err)) {
+            ds_log(DS_LOG_ERROR, "cache: cannot start the engine", "error", err, NULL);
+            return;
+        }
+        if (cr->epoch)
+            ds_mesi_set_epoch(cr->mesi, cr->epoch, now);
+        advertise(cr, "mesi_id", cr->claim);
+        cr->refresh = 1; /* our own metadata raises no gossip event here */
+        char v[8];
+        snprintf(v, sizeof v, "%d", cr->claim);
+        ds_log(DS_LOG_INFO, "cache: joined with a claimed node id", "id", v, NULL);
+        return;
+    }
+    int pick = -1;
+    for (int i = (int)cr->nseeds; i < DS_MESI_MAX_NODES && pick < 0; i++)
+        if (!used[i])
+            pick = i;
+    if (pick < 0) {
+        if (cr->claim != -2)
+            ds_log(DS_LOG_ERROR, "cache: every node id is taken; this node cannot join", NULL);
+        cr->claim = -2;
+        return;
+    }
+    cr->claim = pick;
+    cr->claim_since_ms = now;
+    advertise(cr, "mesi_claim", pick);
+}
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct ds_cache_role *cr = arg;
+    if (!cr->mesi)
+        claim_id(cr);
     refresh_members(cr);
-    ds_mesi_tick(cr->mesi, ds_node_now_ms());
+    if (cr->mesi)
+        ds_mesi_tick(cr->mesi, ds_node_now_ms());
     ds_cache_drain(cr);
 }
 
@@ -336,6 +423,8 @@ enum mwhat {
 static double read_stat(void *arg)
 {
     const struct cache_mref *r = arg;
+    if (!r->cr->mesi)
+        return 0;
     const struct ds_mesi_stats *s = ds_mesi_stats(r->cr->mesi);
     switch (r->what) {
     case MW_HITS: return (double)s->hits;
@@ -503,7 +592,7 @@ static int cache_start(struct ds_node *node, char *err)
     node->cache = cr;
     cr->node = node;
     int rv;
-    if ((rv = load_seeds(cr, err)) || (rv = start_engine(cr, err)) ||
+    if ((rv = load_seeds(cr, err)) || (cr->self != UINT16_MAX && (rv = start_engine(cr, err))) ||
         (rv = ds_cache_store_new(cr, &cr->store, err)) ||
         (rv = ds_gossip_start(node, NULL, &cr->gossip, err)))
         return rv;
@@ -523,6 +612,10 @@ static int cache_start(struct ds_node *node, char *err)
 
 static int cache_ready(struct ds_node *node, const char **reason)
 {
+    if (!node->cache->mesi) {
+        *reason = "this node is claiming its cache node id";
+        return 0;
+    }
     if (ds_gossip_joined(node->cache->gossip))
         return 1;
     *reason = "no other cache node is known yet (gossip has not joined)";
@@ -534,7 +627,10 @@ static void cache_status(struct ds_node *node, cJSON *out)
     struct ds_cache_role *cr = node->cache;
     char e[24];
     snprintf(e, sizeof e, "%016" PRIx64, cr->epoch);
-    cJSON_AddNumberToObject(out, "node_id", cr->self);
+    if (cr->mesi)
+        cJSON_AddNumberToObject(out, "node_id", cr->self);
+    else
+        cJSON_AddNullToObject(out, "node_id");
     cJSON_AddStringToObject(out, "epoch", e);
     cJSON_AddStringToObject(out, "memory", ds_cache_store_kind(cr->store));
     cJSON_AddStringToObject(out, "write_policy",

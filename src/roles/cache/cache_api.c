@@ -161,6 +161,12 @@ void ds_cache_api_free(struct ds_cache_role *cr)
 /* The key of /cache/{key}: 1..DS_MESI_MAX_KEY bytes of UTF-8.  Answers 400 and returns -1 if not. */
 static int route_key(struct ds_http_req *req, const char **key, size_t *klen)
 {
+    const struct ds_cache_role *cr = req->ctx;
+    if (!cr->mesi) {
+        ds_http_add_header(req, "Retry-After", "1");
+        ds_http_reply_error(req, 503, "unavailable", "this cache node is still joining");
+        return -1;
+    }
     *key = req->match.params[0];
     *klen = strlen(*key);
     if (*klen > DS_MESI_MAX_KEY) {
@@ -477,6 +483,11 @@ static void peer_dir_route(struct ds_http_req *req)
 static void stats_route(struct ds_http_req *req)
 {
     struct ds_cache_role *cr = req->ctx;
+    if (!cr->mesi) {
+        ds_http_add_header(req, "Retry-After", "1");
+        ds_http_reply_error(req, 503, "unavailable", "this cache node is still joining");
+        return;
+    }
     const struct ds_mesi_stats *s = ds_mesi_stats(cr->mesi);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "node", cr->node->cfg->node_id);

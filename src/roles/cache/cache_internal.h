@@ -44,11 +44,14 @@ struct cache_mref {
 struct ds_cache_role {
     struct ds_node *node;
     struct ds_gossip *gossip;
-    struct ds_mesi *mesi;
+    struct ds_mesi *mesi;            /* NULL while a scaled-out node is still claiming its id */
     struct ds_mesi_ring ring_if;     /* handed to the engine: home_of over `ring` */
     struct ds_ring *ring;            /* live cache members with a known MESI id, by name */
     uint16_t ring_ids[DS_MESI_MAX_NODES]; /* ring member index -> MESI id */
-    uint16_t self;                   /* this node's MESI id */
+    uint16_t self;                   /* this node's MESI id (valid once mesi is running) */
+    int claim;                       /* a node outside the seeds: the id it claims, or -1 */
+    uint64_t claim_since_ms;         /* when that claim was first advertised */
+    int refresh;                     /* rebuild the ring on the next tick (own id changed) */
     uint64_t epoch;                  /* hash of the ring's (name, id) pairs: the same on every node */
     uint64_t gossip_epoch;           /* ds_gossip_epoch when the ring was last rebuilt */
     struct cache_member members[DS_MESI_MAX_NODES];
