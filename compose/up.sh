@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Start the whole deployment (7 dsyncd nodes + 3 Redis) with Docker Compose in one command:
+# makes compose/.env with a random SHARED_MAC_KEY the first time, builds and starts everything,
+# waits until every node is healthy, and copies the deployment's CA to compose/ca.crt.
+#   compose/up.sh            start (or update) the deployment
+#   compose/up.sh down       stop it (add -v to also remove the volumes: certificates, data)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+if docker compose version >/dev/null 2>&1; then dc=(docker compose); else dc=(docker-compose); fi
+
+if [ "${1:-}" = "down" ]; then
+  shift
+  exec "${dc[@]}" down "$@"
+fi
+
+if [ ! -f .env ]; then
+  key=$(openssl rand -hex 32)
+  sed "s/^SHARED_MAC_KEY=.*/SHARED_MAC_KEY=$key/" .env.example > .env
+  chmod 600 .env
+  echo "up.sh: made compose/.env with a new random SHARED_MAC_KEY"
+fi
+
+"${dc[@]}" up --build -d
+
+services=(node1 node2 node3 queue-node-1 cache-node-1 cache-node-2 cache-node-3)
+deadline=$((SECONDS + ${DSYNC_UP_TIMEOUT:-120}))
+for s in "${services[@]}"; do
+  while :; do
+    id=$("${dc[@]}" ps -q "$s")
+    state=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id" 2>/dev/null || echo starting)
+    [ "$state" = healthy ] && break
+    if [ $SECONDS -ge $deadline ]; then
+      echo "up.sh: $s is not healthy ($state); its log:" >&2
+      "${dc[@]}" logs --tail 30 "$s" >&2
+      exit 1
+    fi
+    sleep 1
+  done
+done
+"${dc[@]}" run --rm -T --entrypoint cat certs /certs/ca.crt > ca.crt
+cat <<TXT
+up.sh: every node is healthy.
+  curl --cacert compose/ca.crt https://localhost:8001/status          # lock (8001-8003)
+  curl --cacert compose/ca.crt https://localhost:9101/health          # queue
+  curl --cacert compose/ca.crt https://localhost:10001/health         # cache (10001-10003)
+  compose/up.sh down                                                  # stop (down -v: remove data)
+TXT
