@@ -305,12 +305,14 @@ static void emit_transition(struct ds_swim *s, size_t idx, uint8_t old, bool met
         push_event(s, DS_SWIM_EV_SUSPECT, n);
     else if (n->state == DS_SWIM_ALIVE && old == DS_SWIM_SUSPECT)
         push_event(s, DS_SWIM_EV_ALIVE, n);
-    else if (n->state == DS_SWIM_ALIVE && old == DS_SWIM_ALIVE && meta_changed)
-        push_event(s, DS_SWIM_EV_META, n);
     else if (n->state == DS_SWIM_DEAD && old != DS_SWIM_DEAD)
         push_event(s, DS_SWIM_EV_DOWN, n);
     else if (n->state == DS_SWIM_LEFT && old != DS_SWIM_LEFT)
         push_event(s, DS_SWIM_EV_LEFT, n);
+    /* new metadata of a member that stays up, also when it arrives with a state change (e.g. the
+     * record that refutes a suspicion): found by a soak seed */
+    if (meta_changed && is_up(old) && is_up(n->state))
+        push_event(s, DS_SWIM_EV_META, n);
 }
 
 static void apply(struct ds_swim *s, size_t idx, const struct ds_swim_node *r, uint64_t now)

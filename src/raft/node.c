@@ -616,6 +616,20 @@ static int open_storage(struct ds_raft_node *rn, struct ds_raft_membership *boot
     return 0;
 }
 
+static double read_elections(void *arg)
+{
+    struct ds_raft_status st;
+    ds_raft_status(((struct ds_raft_node *)arg)->raft, &st);
+    return (double)st.elections_started;
+}
+
+static double read_commit_lag(void *arg)
+{
+    struct ds_raft_status st;
+    ds_raft_status(((struct ds_raft_node *)arg)->raft, &st);
+    return (double)(st.last_index > st.commit ? st.last_index - st.commit : 0);
+}
+
 static void register_metrics(struct ds_raft_node *rn)
 {
     struct ds_metrics *m = rn->node->metrics;
@@ -637,6 +651,18 @@ static void register_metrics(struct ds_raft_node *rn)
                                         "Raft messages that did not decode or were not for us", "");
     rn->m_snapshots = ds_metrics_counter(m, "dsyncd_raft_snapshots_total",
                                          "Snapshots taken by this node", "");
+    struct ds_metric *e = ds_metrics_counter(m, "dsyncd_raft_elections_total",
+                                             "Elections this node started", "");
+    struct ds_metric *lag = ds_metrics_gauge(m, "dsyncd_raft_commit_lag_entries",
+                                             "Entries in this node's log not yet committed", "");
+    if (e) {
+        e->read = read_elections;
+        e->read_arg = rn;
+    }
+    if (lag) {
+        lag->read = read_commit_lag;
+        lag->read_arg = rn;
+    }
 }
 
 int ds_raft_node_start(struct ds_node *node, const struct ds_raft_app_ops *ops,

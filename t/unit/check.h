@@ -65,4 +65,11 @@ static inline unsigned long check_seeds(unsigned long dflt)
     return s && *s ? strtoul(s, NULL, 10) : dflt;
 }
 
+/* First seed of a run: $DS_SEED_BASE (a soak moves it forward), or 0. */
+static inline unsigned long check_seed_base(void)
+{
+    const char *s = getenv("DS_SEED_BASE");
+    return s && *s ? strtoul(s, NULL, 10) : 0;
+}
+
 #endif

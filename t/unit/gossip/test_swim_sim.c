@@ -269,7 +269,7 @@ static void for_seeds(const char *name, unsigned long dflt, void (*body)(uint64_
     for (unsigned long k = 0; k < n; k++) {
         int before = check_current_failed;
         check_current_failed = 0;
-        seed_now = one && *one ? strtoull(one, NULL, 10) : 1000 + k;
+        seed_now = one && *one ? strtoull(one, NULL, 10) : 1000 + check_seed_base() + k;
         body(seed_now);
         if (check_current_failed) {
             report_seed();

@@ -340,8 +340,8 @@ static void random_histories_keep_every_invariant_and_replay_identically(void)
         run_seed(strtoul(one, NULL, 10), cmds, digests);
         return;
     }
-    unsigned long seeds = check_seeds(2000);
-    for (unsigned long s = 1; s <= seeds && !check_current_failed; s++)
+    unsigned long seeds = check_seeds(2000), base = check_seed_base();
+    for (unsigned long s = base + 1; s <= base + seeds && !check_current_failed; s++)
         run_seed(s, cmds, digests);
     /* the histories reach the interesting paths */
     CHECK(seeds < 100 || (totals.deadlocks > 0 && totals.grants_by_queue > 0 &&
