@@ -6,6 +6,7 @@ test starts is registered here and killed on teardown (and at interpreter exit),
 import atexit
 import json
 import os
+import random
 import re
 import resource
 import select
@@ -42,11 +43,34 @@ def clean_env(extra=None):
     return env
 
 
+_given_ports = set()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, chosen below the kernel's
+    ephemeral range (ip_local_port_range, 32768+ by default): a port the kernel hands to outgoing
+    connections (the nodes' own peer connections among them) could be taken between this check
+    and the node's bind.  Ports are not handed out twice by one test process."""
+    lo, hi = 20000, 32000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            eph = int(f.read().split()[0])
+        hi = min(hi, eph - 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randint(lo, hi)
+        if port in _given_ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        return port
+    raise RuntimeError("no free port in %d..%d" % (lo, hi))
 
 
 _scratch = []
