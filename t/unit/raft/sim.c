@@ -271,11 +271,16 @@ static void st_set_snapshot(struct sim_storage *st, const struct ds_raft_snapsho
     st->snap_len = len;
 }
 
-static void app_restore(struct sim_app *a, const uint8_t *data, size_t len)
+static void app_restore(struct sim *s, int id, const uint8_t *data, size_t len)
 {
+    struct sim_app *a = &s->nodes[id].app;
+    int whole = len >= sizeof(*a) && (s->sm_ops || len == sizeof(*a));
     memset(a, 0, sizeof(*a));
-    if (len == sizeof(*a))
-        memcpy(a, data, len);
+    if (whole)
+        memcpy(a, data, sizeof(*a));
+    if (s->sm_ops)
+        s->sm_ops->restore(s->sm, s, id, whole ? data + sizeof(*a) : NULL,
+                           whole ? len - sizeof(*a) : 0);
 }
 
 static void app_apply(struct sim *s, int id, const struct ds_raft_entry *e, uint64_t term)
@@ -290,6 +295,8 @@ static void app_apply(struct sim *s, int id, const struct ds_raft_entry *e, uint
         a->hash = fnv(a->hash ^ e->index, e->data, e->len);
         a->count++;
     }
+    if (s->sm_ops)
+        s->sm_ops->apply(s->sm, s, id, e);
 }
 
 /* ================================================================ ready processing */
@@ -316,7 +323,7 @@ static void apply_batch(struct sim *s, int id, const struct ds_raft_ready *rd)
 {
     struct sim_node *n = &s->nodes[id];
     if (rd->has_snapshot) {
-        app_restore(&n->app, rd->snap_data, rd->snap_len);
+        app_restore(s, id, rd->snap_data, rd->snap_len);
         if (n->app.applied != rd->snap.index)
             sim_fail(s, "node %d snapshot at %llu holds state of %llu", id,
                      (unsigned long long)rd->snap.index, (unsigned long long)n->app.applied);
@@ -352,6 +359,23 @@ static void finish_ready(struct sim *s, int id, const struct ds_raft_ready *rd)
     n->holding = 0;
 }
 
+/* The hash chain, then the plugged-in state machine's bytes; malloc'd, the caller frees. */
+static uint8_t *app_snapshot(struct sim *s, int id, size_t *len)
+{
+    const struct sim_app *a = &s->nodes[id].app;
+    uint8_t *sm_data = NULL;
+    size_t sm_len = 0;
+    if (s->sm_ops)
+        s->sm_ops->snapshot(s->sm, s, id, &sm_data, &sm_len);
+    uint8_t *data = xrealloc(NULL, sizeof(*a) + sm_len);
+    memcpy(data, a, sizeof(*a));
+    if (sm_len)
+        memcpy(data + sizeof(*a), sm_data, sm_len);
+    free(sm_data);
+    *len = sizeof(*a) + sm_len;
+    return data;
+}
+
 static void maybe_snapshot(struct sim *s, int id)
 {
     struct sim_node *n = &s->nodes[id];
@@ -361,14 +385,17 @@ static void maybe_snapshot(struct sim *s, int id)
     ds_raft_status(n->r, &st);
     if (n->app.applied <= st.snapshot_index)
         return;
+    size_t len;
+    uint8_t *data = app_snapshot(s, id, &len);
     struct ds_raft_snapshot_meta meta;
     int rv = ds_raft_snapshot_meta_at(n->r, n->app.applied, &meta);
     if (rv == 0) /* the glue persists the snapshot first, then tells the core */
-        st_set_snapshot(&n->st, &meta, (const uint8_t *)&n->app, sizeof(n->app));
+        st_set_snapshot(&n->st, &meta, data, len);
     if (rv == 0)
-        rv = ds_raft_snapshot_taken(n->r, n->app.applied, &n->app, sizeof(n->app));
+        rv = ds_raft_snapshot_taken(n->r, n->app.applied, data, len);
     if (rv)
         sim_fail(s, "node %d snapshot: %s", id, ds_raft_strerror(rv));
+    free(data);
     n->since_snap = 0;
 }
 
@@ -412,7 +439,7 @@ static void node_start(struct sim *s, int id)
         sim_fail(s, "node %d create: %s", id, ds_raft_strerror(rv));
         return;
     }
-    app_restore(&n->app, n->st.snap_data, n->st.snap_len);
+    app_restore(s, id, n->st.snap_data, n->st.snap_len);
     n->app.applied = n->st.snap.index;
     n->up = 1;
     n->holding = 0;
@@ -440,6 +467,14 @@ void sim_init(struct sim *s, uint64_t seed, int n_voters, int n_total,
         n->st.snap_data = xrealloc(NULL, 1);
         node_start(s, id);
     }
+}
+
+void sim_set_sm(struct sim *s, const struct sim_sm_ops *ops, struct sim_sm *sm)
+{
+    s->sm_ops = ops;
+    s->sm = sm;
+    for (int id = 1; id <= s->n; id++)
+        ops->restore(sm, s, id, NULL, 0);
 }
 
 void sim_crash(struct sim *s, int id)

@@ -44,6 +44,20 @@ struct sim_node {
     unsigned n_reads;
 };
 
+struct sim;
+struct sim_sm; /* defined by a test that plugs in its own state machine */
+
+/* An optional state machine applied beside the hash chain (sim_set_sm).  Snapshots then hold
+ * struct sim_app followed by the bytes snapshot() returns. */
+struct sim_sm_ops {
+    /* Node id applies committed entry e (every entry type), after the simulator's checks. */
+    void (*apply)(struct sim_sm *sm, struct sim *s, int id, const struct ds_raft_entry *e);
+    /* Node id's state into a malloc'd buffer the simulator then owns (NULL, 0 after sim_fail). */
+    void (*snapshot)(struct sim_sm *sm, struct sim *s, int id, uint8_t **data, size_t *len);
+    /* Node id's state replaced by snapshot bytes (borrowed; len 0: the initial empty state). */
+    void (*restore)(struct sim_sm *sm, struct sim *s, int id, const uint8_t *data, size_t len);
+};
+
 struct sim_msg {
     uint64_t at, seq, to;
     uint8_t *buf;
@@ -77,6 +91,8 @@ struct sim {
     size_t cap_recs, n_recs;
     uint64_t read_floor[64]; /* read ctx -> highest committed index when it was asked */
     unsigned long truncations, installs; /* coverage statistics */
+    const struct sim_sm_ops *sm_ops; /* NULL: the hash chain only */
+    struct sim_sm *sm;
     int failed;
     char why[256];
 };
@@ -85,6 +101,9 @@ struct sim {
 void sim_init(struct sim *s, uint64_t seed, int n_voters, int n_total,
               const struct ds_raft_options *o);
 void sim_free(struct sim *s);
+/* Plug in a state machine (ops and sm borrowed; call right after sim_init): every node's is
+ * restored from its initial snapshot at once. */
+void sim_set_sm(struct sim *s, const struct sim_sm_ops *ops, struct sim_sm *sm);
 /* Advance the virtual clock by ms, 1 ms at a time. */
 void sim_run(struct sim *s, uint64_t ms);
 /* One virtual millisecond: deliver, tick, process Ready batches. */
