@@ -47,6 +47,7 @@ class Hold:
         self.last_renew_sent = start
         self.renew_ttl = ttl
         self.superseded = None     # a later grant to the same client converted it (up/downgrade)
+        self.start_unknown = False # first seen as a refresh of a hold granted out of sight
 
     @property
     def end(self):
@@ -69,7 +70,10 @@ def build_holds(events):
             start = e["exp"] - e["ttl"]
             h = holds.get(key)
             if h is None:
-                holds[key] = Hold(e["c"], e["r"], e["m"], e["tok"], start, e["exp"], e["ttl"])
+                h = holds[key] = Hold(e["c"], e["r"], e["m"], e["tok"], start, e["exp"], e["ttl"])
+                # the client already held it (an earlier grant whose answer it never saw): the
+                # hold started before `start`, at a time this history does not know
+                h.start_unknown = bool(e.get("refreshed"))
             else:  # an idempotent re-grant of the same token: the lease was refreshed
                 h.lease_end = max(h.lease_end, e["exp"])
                 h.last_renew_sent = max(h.last_renew_sent, e["t0"])
@@ -117,6 +121,8 @@ def check_overlaps(holds, problems):
         # tokens strictly increase with the grant time
         best, group_start, group_best = 0, None, 0
         for h in hs:
+            if h.start_unknown:
+                continue  # its real grant time is unknown: no place in the grant order
             if h.start != group_start:
                 best = max(best, group_best)
                 group_start, group_best = h.start, 0

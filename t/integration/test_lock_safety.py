@@ -74,7 +74,8 @@ class Client(threading.Thread):
         st, j = self.post("acquire", body, wait / 1000 + 3)
         e = dict(ev="acquire", c=self.name_, r=r, m=m, ttl=TTL_MS, wait=wait, t0=t0, t1=now_ms())
         if st == 200:
-            self.log(out="granted", tok=int(j["token"]), exp=int(j["lease_expires_at_ms"]), **e)
+            self.log(out="granted", tok=int(j["token"]), exp=int(j["lease_expires_at_ms"]),
+                     refreshed=bool(j.get("refreshed")), **e)
             self.hold(r, int(j["token"]), int(j["lease_expires_at_ms"]))
         elif st in (400, 409):
             self.log(out="refused", code=(j or {}).get("error", {}).get("code"), **e)

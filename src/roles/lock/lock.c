@@ -173,7 +173,7 @@ static void reply_unavailable(struct ds_http_req *req, const char *why)
 
 static void reply_granted(struct ds_http_req *req, const char *resource, const char *client,
                           uint8_t mode, uint64_t token, uint64_t deadline,
-                          const struct ds_lock_list *holders, int replayed)
+                          const struct ds_lock_list *holders, int replayed, int refreshed)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "granted", 1);
@@ -186,6 +186,8 @@ static void reply_granted(struct ds_http_req *req, const char *resource, const c
         cJSON_AddItemToObject(o, "holders", entries_json(holders, 1));
     if (replayed)
         cJSON_AddBoolToObject(o, "replayed", 1);
+    if (refreshed) /* it already held the lock: same token, lease refreshed */
+        cJSON_AddBoolToObject(o, "refreshed", 1);
     reply_obj(req, 200, o);
 }
 
@@ -197,7 +199,7 @@ static void reply_result(struct ds_http_req *req, const struct ds_lock_cmd *c,
     switch (r->status) {
     case DS_LOCK_GRANTED:
         reply_granted(req, c->resource, c->client_id, r->mode, r->token, r->deadline_ms,
-                      &r->holders, r->replayed);
+                      &r->holders, r->replayed, r->refreshed);
         return;
     case DS_LOCK_HELD:
         o = cJSON_CreateObject();
@@ -414,7 +416,7 @@ static void notify_granted(struct ds_lock_role *lr, const struct ds_lock_list *g
         if (w->req) {
             w->req->on_abort = NULL;
             reply_granted(w->req, e->resource, e->client_id, e->mode, e->token, e->deadline_ms,
-                          NULL, 0);
+                          NULL, 0, 0);
         }
         waiter_free(lr, w);
     }

@@ -478,6 +478,7 @@ static int acquire_as_holder(struct ds_lock_table *t, struct ds_lock_res *r, siz
     struct ds_lock_holder *h = &r->h[hi];
     if (h->mode == c->mode) {
         refresh(h, c);
+        out->refreshed = 1;
         return answer_granted(out, r, h);
     }
     if (h->mode == DS_LOCK_EXCLUSIVE) {

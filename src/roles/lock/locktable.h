@@ -171,6 +171,7 @@ void ds_lock_list_free(struct ds_lock_list *l);
 struct ds_lock_result {
     int status;           /* enum ds_lock_status */
     int replayed;         /* 1 = the recorded first result of this (client_id, request_id) */
+    int refreshed;        /* GRANTED: the client already held it in this mode (same token) */
     uint8_t mode;         /* GRANTED */
     uint64_t token;       /* GRANTED */
     uint64_t deadline_ms; /* GRANTED, RENEW ok */

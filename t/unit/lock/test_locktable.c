@@ -80,10 +80,10 @@ static void starvation_bound_holds_under_a_stream_of_later_requests(void)
 static void reacquire_in_the_same_mode_keeps_the_token_and_refreshes_the_lease(void)
 {
     struct ds_lock_table *t = ds_lock_table_new();
-    CHECK(acq(t, "r", "a", EX, 0) == DS_LOCK_GRANTED);
+    CHECK(acq(t, "r", "a", EX, 0) == DS_LOCK_GRANTED && !res.refreshed);
     uint64_t tok = res.token, d1 = res.deadline_ms;
     now_ms += 500;
-    CHECK(acq_full(t, "r", "a", EX, 0, 20000, NULL) == DS_LOCK_GRANTED);
+    CHECK(acq_full(t, "r", "a", EX, 0, 20000, NULL) == DS_LOCK_GRANTED && res.refreshed);
     CHECK(res.token == tok && res.deadline_ms == now_ms + 20000 && res.deadline_ms > d1);
     CHECK(ds_lock_next_token(t) == tok + 1);
     ds_lock_table_free(t);
