@@ -39,9 +39,11 @@ for s in "${services[@]}"; do
   done
 done
 "${dc[@]}" run --rm -T --entrypoint cat certs /certs/ca.crt > ca.crt
+(umask 077 && "${dc[@]}" run --rm -T --entrypoint cat certs /certs/writer.token > writer.token)
 cat <<TXT
-up.sh: every node is healthy.
-  curl --cacert compose/ca.crt https://localhost:8001/status          # lock (8001-8003)
+up.sh: every node is healthy.  Client auth is on (tokens: docker compose logs certs).
+  TOKEN=\$(cat compose/writer.token)
+  curl --cacert compose/ca.crt -H "Authorization: Bearer \$TOKEN" https://localhost:8001/status  # lock
   curl --cacert compose/ca.crt https://localhost:9101/health          # queue
   curl --cacert compose/ca.crt https://localhost:10001/health         # cache (10001-10003)
   compose/up.sh down                                                  # stop (down -v: remove data)

@@ -7,7 +7,9 @@
 #        t/local-cluster.sh status
 #
 # Everything lives under $DSYNC_RUN (default: ./run at the top of the repository):
-#   certs/   CA (certs/ca.crt), node and admin certificates, mac.key  (certs/gen-certs.sh)
+#   certs/   CA (certs/ca.crt), node and admin certificates, mac.key  (certs/gen-certs.sh), the tokens
+#            file certs/tokens and the bearer tokens certs/{admin,writer,reader}.token (certs/gen-tokens.sh,
+#            printed once when made)
 #   data/    one data directory per node          logs/  <node>.log, <node>.audit.log, redis-N.log
 #   pids/    <node>.pid, redis-N.pid              redis-N/  Redis working directory (AOF on)
 #
@@ -16,7 +18,8 @@
 # conf/local/*.ini) and the MAC key from $DSYNC_RUN/certs/mac.key; SHARED_MAC_KEY and INTERNAL_PORT are
 # not passed on, other DSYNCD_<SECTION>_<KEY> variables are (e.g. DSYNCD_LOG_LEVEL=debug).
 # DSYNC_START_TIMEOUT (s, default 20) bounds the wait for /health, DSYNC_STOP_TIMEOUT (s, default 10)
-# the wait after SIGTERM before SIGKILL.
+# the wait after SIGTERM before SIGKILL.  Client auth is on ([auth] tokens_file = certs/tokens); set
+# DSYNC_AUTH=off to start the nodes without it (they then say loudly that anyone may do anything).
 set -euo pipefail
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -119,6 +122,8 @@ binary() {
 certs() {
     "$TOP/certs/gen-certs.sh" "$RUN/certs" >"$RUN/certs.log" 2>&1 || { log_tail "$RUN/certs.log"; die "certificate generation failed"; }
     grep -q created "$RUN/certs.log" && grep created "$RUN/certs.log" | sed 's/^ */  certs: /'
+    "$TOP/certs/gen-tokens.sh" "$RUN/certs" >"$RUN/tokens.log" 2>&1 || { log_tail "$RUN/tokens.log"; die "token generation failed"; }
+    grep -q created "$RUN/tokens.log" && grep created "$RUN/tokens.log" | sed 's/^ */  tokens: /'
     return 0
 }
 
@@ -177,6 +182,11 @@ launch_node() {
         export DSYNCD_NODE_DATA_DIR=$RUN/data/$n DSYNCD_TLS_CERT=$RUN/certs/$n.crt \
             DSYNCD_TLS_KEY=$RUN/certs/$n.key DSYNCD_TLS_CA=$CA \
             DSYNCD_LOG_AUDIT_FILE=$RUN/logs/$n.audit.log DSYNCD_CLUSTER_MAC_KEY_FILE=$RUN/certs/mac.key
+        if [ "${DSYNC_AUTH:-on}" = off ]; then
+            export DSYNCD_AUTH_TOKENS_FILE=
+        else
+            export DSYNCD_AUTH_TOKENS_FILE=$RUN/certs/tokens
+        fi
         echo "==== $(date -u +%FT%TZ) start" >>"$RUN/logs/$n.log"
         exec "$BIN" --config "conf/local/$n.ini" </dev/null >>"$RUN/logs/$n.log" 2>&1
     ) &
@@ -276,6 +286,8 @@ cmd_start() {
     fi
     set -- ${NODES[${roles%% *}]}
     echo "CA: $CA   try: curl --cacert $CA https://127.0.0.1:${PORT[$1]}/health"
+    [ "${DSYNC_AUTH:-on}" = off ] ||
+        echo "auth: curl --cacert $CA -H \"Authorization: Bearer \$(cat $RUN/certs/writer.token)\" https://127.0.0.1:${PORT[$1]}/status"
 }
 
 cmd_stop() {

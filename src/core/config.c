@@ -64,6 +64,10 @@ static const struct key keys[] = {
     E("log", "level", log_level, levels, NULL, "info"),
     E("log", "format", log_format, formats, NULL, "logfmt"),
     S("log", "audit_file", audit_file, T_PATH, ""),
+    S("auth", "tokens_file", auth_tokens_file, T_PATH, ""),
+    U("auth", "max_failures", auth_max_failures, 1, 1000000, "10"),
+    U("auth", "failure_decay_ms", auth_failure_decay_ms, 1, 3600000, "1000"),
+    U("auth", "throttle_slots", auth_throttle_slots, 1, 1000000, "1024"),
     S("cluster", "peers", peers, T_PEERS, ""),
     S("cluster", "seeds", seeds, T_URLS, ""),
     S("cluster", "mac_key_file", mac_key_file, T_PATH, ""),
@@ -573,7 +577,8 @@ int ds_config_finish(struct ds_config *c, char *err)
     int rv;
     if ((rv = check_readable(c, "tls", "cert", c->tls_cert, err)) ||
         (rv = check_readable(c, "tls", "key", c->tls_key, err)) ||
-        (rv = check_readable(c, "tls", "ca", c->tls_ca, err)))
+        (rv = check_readable(c, "tls", "ca", c->tls_ca, err)) ||
+        (rv = check_readable(c, "auth", "tokens_file", c->auth_tokens_file, err)))
         return rv;
     if (c->client_auth == DS_CLIENT_AUTH_REQUIRE && !c->tls_ca[0]) {
         char where[DS_CONFIG_PATH_MAX + 64];

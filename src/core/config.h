@@ -9,7 +9,7 @@
 #define DS_CONFIG_PATH_MAX 512
 #define DS_CONFIG_LIST_MAX 1024
 #define DS_CONFIG_ERR_MAX 512
-#define DS_CONFIG_KEYS_MAX 48
+#define DS_CONFIG_KEYS_MAX 64
 
 enum ds_config_err {
     DS_CONFIG_OK = 0,
@@ -53,6 +53,12 @@ struct ds_config {
     int log_level;  /* enum ds_log_level */
     int log_format; /* enum ds_log_format */
     char audit_file[DS_CONFIG_PATH_MAX];
+
+    /* [auth] client authentication (net/authz.h) */
+    char auth_tokens_file[DS_CONFIG_PATH_MAX]; /* "" = client auth off */
+    uint64_t auth_max_failures;     /* failures from one address before it gets 429 */
+    uint64_t auth_failure_decay_ms; /* one failure is forgiven per this many ms */
+    uint64_t auth_throttle_slots;   /* addresses the failure throttle remembers */
 
     /* [cluster] */
     char peers[DS_CONFIG_LIST_MAX]; /* id=https://host:port,... (lock role: Raft voters) */

@@ -12,6 +12,7 @@
 
 #include "core/log.h"
 #include "net/auth.h"
+#include "net/authz.h"
 #include "net/peer.h"
 #include <sys/random.h>
 
@@ -107,11 +108,16 @@ static int register_common(struct ds_node *n)
     static const struct {
         const char *path;
         ds_route_fn *fn;
+        unsigned flags; /* probes stay open with client auth on; the rest needs reader */
     } routes[] = {
-        {"/health", health}, {"/ready", ready}, {"/status", status}, {"/metrics", metrics},
+        {"/health", health, DS_ROUTE_OPEN},
+        {"/ready", ready, DS_ROUTE_OPEN},
+        {"/status", status, 0},
+        {"/metrics", metrics, 0},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (ds_server_route(n->server, DS_HTTP_GET, routes[i].path, routes[i].fn, 0, n))
+        if (ds_server_route(n->server, DS_HTTP_GET, routes[i].path, routes[i].fn, routes[i].flags,
+                            n))
             return ENOMEM;
     char labels[160];
     snprintf(labels, sizeof labels, "version=\"%s\",role=\"%s\",node=\"%s\"", DS_VERSION,
@@ -160,6 +166,46 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         n->role->stop(n, role_stopped);
     else
         role_stopped(n);
+}
+
+/* Load the tokens file into the server.  At start a bad file stops the node; on SIGHUP it keeps
+ * the identities it has (connections are untouched either way). */
+static int load_tokens(struct ds_node *n, int at_start)
+{
+    const char *path = n->cfg->auth_tokens_file;
+    if (!path[0]) {
+        if (at_start)
+            ds_log(DS_LOG_WARN, "CLIENT AUTH IS OFF: no [auth] tokens_file, so anyone who can "
+                                "reach this port may take or release any lock, drain any queue "
+                                "and overwrite the cache", NULL);
+        else
+            ds_log(DS_LOG_WARN, "SIGHUP: no [auth] tokens_file is configured; nothing to reload",
+                   NULL);
+        return 0;
+    }
+    struct ds_authz *a;
+    char err[DS_AUTHZ_ERR_MAX];
+    int rv = ds_authz_load(path, &a, err);
+    if (rv) {
+        ds_log(DS_LOG_ERROR, at_start ? "cannot load the tokens file"
+                                      : "SIGHUP: the new tokens file is invalid; keeping the "
+                                        "identities loaded before",
+               "error", err, NULL);
+        return rv;
+    }
+    char count[24];
+    snprintf(count, sizeof count, "%zu", ds_authz_count(a));
+    ds_server_set_authz(n->server, a);
+    ds_log(DS_LOG_INFO, at_start ? "client auth is on" : "SIGHUP: tokens file reloaded", "file",
+           path, "identities", count, NULL);
+    return 0;
+}
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    load_tokens(arg, 0);
 }
 
 static void audit_tick(evutil_socket_t fd, short what, void *arg)
@@ -214,7 +260,7 @@ static int setup(struct ds_node *n)
         ds_log(DS_LOG_ERROR, "cannot start the HTTPS server", "error", err, NULL);
         return rv;
     }
-    if ((rv = register_common(n)))
+    if ((rv = register_common(n)) || (rv = load_tokens(n, 1)))
         return rv;
     if (getrandom(&n->boot_id, sizeof n->boot_id, 0) != sizeof n->boot_id)
         n->boot_id = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
@@ -233,10 +279,12 @@ static int setup(struct ds_node *n)
     }
     n->sigterm = evsignal_new(n->base, SIGTERM, on_signal, n);
     n->sigint = evsignal_new(n->base, SIGINT, on_signal, n);
+    n->sighup = evsignal_new(n->base, SIGHUP, on_sighup, n);
     n->audit_timer = event_new(n->base, -1, EV_PERSIST, audit_tick, n);
     struct timeval tick = {0, 200000};
-    if (!n->sigterm || !n->sigint || !n->audit_timer || evsignal_add(n->sigterm, NULL) ||
-        evsignal_add(n->sigint, NULL) || evtimer_add(n->audit_timer, &tick))
+    if (!n->sigterm || !n->sigint || !n->sighup || !n->audit_timer ||
+        evsignal_add(n->sigterm, NULL) || evsignal_add(n->sigint, NULL) ||
+        evsignal_add(n->sighup, NULL) || evtimer_add(n->audit_timer, &tick))
         return ENOMEM;
     return 0;
 }
@@ -254,10 +302,13 @@ static void teardown(struct ds_node *n)
         event_free(n->sigterm);
     if (n->sigint)
         event_free(n->sigint);
+    if (n->sighup)
+        event_free(n->sighup);
     /* freeing the signal events restored the default actions: a late signal must not kill a
      * process that is already stopping cleanly */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     if (n->audit_timer)
         event_free(n->audit_timer);
     ds_auth_free(n->auth);

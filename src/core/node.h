@@ -1,5 +1,6 @@
 /* The running node: event loop, HTTPS server, metrics, the role, the common endpoints (/health,
- * /ready, /status, /metrics), signals and graceful shutdown. */
+ * /ready, /status, /metrics), signals (SIGTERM/SIGINT drain, SIGHUP reloads the tokens file) and
+ * graceful shutdown. */
 #ifndef DS_CORE_NODE_H
 #define DS_CORE_NODE_H
 
@@ -31,7 +32,7 @@ struct ds_node {
     const struct ds_role_ops *role;
     uint64_t start_ms;   /* monotonic */
     int stopping;
-    struct event *sigterm, *sigint, *audit_timer;
+    struct event *sigterm, *sigint, *sighup, *audit_timer; /* SIGHUP reloads the tokens file */
     char health_body[256];
     size_t health_len;
 };

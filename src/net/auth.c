@@ -195,3 +195,9 @@ int ds_auth_verify(struct ds_auth *a, const char *method, const char *path, cons
     w->last_used_ms = now_ms;
     return DS_AUTH_OK;
 }
+
+int ds_auth_sha256(const void *data, size_t len, uint8_t out[32])
+{
+    unsigned n = 0;
+    return EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) && n == 32 ? 0 : DS_AUTH_ENOMEM;
+}

@@ -50,4 +50,7 @@ int ds_auth_verify(struct ds_auth *a, const char *method, const char *path, cons
 
 const char *ds_auth_strerror(int rv);
 
+/* SHA-256 of data into out (32 bytes): client bearer tokens are known by their digest. */
+int ds_auth_sha256(const void *data, size_t len, uint8_t out[32]);
+
 #endif

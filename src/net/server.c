@@ -24,6 +24,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "net/auth.h"
+#include "net/authz.h"
 #include "net/tls.h"
 
 #define MAX_CODES 12
@@ -80,6 +81,9 @@ struct ds_server {
     struct ds_metric *m_open, *m_accepted, *m_refused, *m_tls_fail;
     struct ds_auth *auth; /* peer routes: HMAC check (NULL: peer routes refuse everything) */
     struct ds_metric *m_auth_fail[6];
+    struct ds_authz *authz;                /* client identities; NULL = client auth off */
+    struct ds_authz_throttle *throttle;    /* failures per source address */
+    struct ds_metric *m_client_refused[3]; /* 401, 403, 429 */
     time_t date_sec;
     char date[40];
     time_t accept_err_logged;
@@ -206,6 +210,7 @@ static const char *code_for_status(int status)
     case 413: return "payload_too_large";
     case 414: return "uri_too_long";
     case 417: return "expectation_failed";
+    case 429: return "too_many_requests";
     case 431: return "headers_too_large";
     case 503: return "unavailable";
     case 505: return "http_version_not_supported";
@@ -227,10 +232,13 @@ static void finish_request(struct ds_conn *c, int status)
 {
     struct ds_http_req *req = &c->req;
     count_request(c->s, req->match.index, status, req->start_ns);
-    if (req->match.route && (req->match.route->flags & DS_ROUTE_MUTATING)) {
+    int refused = status == 401 || status == 403 || status == 429;
+    if (refused && !(req->match.route && (req->match.route->flags & DS_ROUTE_PEER)))
+        ds_metric_inc(c->s->m_client_refused[status == 401 ? 0 : status == 403 ? 1 : 2], 1);
+    if ((req->match.route && (req->match.route->flags & DS_ROUTE_MUTATING)) || refused) {
         char path[1024];
         snprintf(path, sizeof path, "%.*s", (int)req->head.path_len, req->head.path);
-        ds_audit_record(c->addr, c->identity, ds_http_method_name(req->head.method), path,
+        ds_audit_record(c->addr, req->identity, ds_http_method_name(req->head.method), path,
                         req->audit_params[0] ? req->audit_params : NULL, status);
     }
     c->busy = 0;
@@ -328,7 +336,7 @@ static const char *header_str(const struct ds_http_req *req, const char *name, c
 static int verify_peer(struct ds_conn *c, struct ds_http_req *req)
 {
     struct ds_server *s = c->s;
-    char node[64], time[32], nonce[DS_AUTH_NONCE_MAX], mac[DS_AUTH_MAC_HEX + 1], path[1100];
+    char node[64], time[32], nonce[DS_AUTH_NONCE_MAX], mac[DS_AUTH_MAC_HEX + 1], path[2400];
     int rv = DS_AUTH_EMISSING;
     if (s->auth && req->head.path_len + (req->head.query ? req->head.query_len + 1 : 0) <
                        sizeof path) {
@@ -365,6 +373,274 @@ void ds_server_set_auth(struct ds_server *s, struct ds_auth *auth)
         s->m_auth_fail[i] = ds_metrics_counter(s->metrics, "dsyncd_peer_auth_failures_total",
                                                "Peer messages refused with 401, by reason", labels);
     }
+}
+
+/* ------------------------------------------------------------------ client authentication */
+
+#define FORWARDED_FOR "forwarded_for"
+#define ALL_ROLES (DS_AUTHZ_READER | DS_AUTHZ_WRITER | DS_AUTHZ_ADMIN)
+
+static uint64_t mono_ms(void)
+{
+    return now_ns() / 1000000u;
+}
+
+/* The role a client route needs (see ds_server_set_authz). */
+static unsigned route_needs(const struct ds_route *rt)
+{
+    if (rt->flags & DS_ROUTE_ADMIN)
+        return DS_AUTHZ_ADMIN;
+    if (rt->flags & (DS_ROUTE_MUTATING | DS_ROUTE_WRITE))
+        return DS_AUTHZ_WRITER;
+    return DS_AUTHZ_READER;
+}
+
+/* The source address without its port: the unit of the failure throttle. */
+static void addr_host(const char *addr, char *buf, size_t len)
+{
+    const char *colon = strrchr(addr, ':');
+    size_t n = colon ? (size_t)(colon - addr) : strlen(addr);
+    snprintf(buf, len, "%.*s", (int)n, addr);
+}
+
+static void reply_unauthenticated(struct ds_http_req *req, int bad_token, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void reply_unauthenticated(struct ds_http_req *req, int bad_token, const char *fmt, ...)
+{
+    char msg[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ds_http_add_header(req, "WWW-Authenticate", bad_token ? "Bearer realm=\"dsyncd\", "
+                                                            "error=\"invalid_token\""
+                                                          : "Bearer realm=\"dsyncd\"");
+    ds_http_reply_error(req, 401, "unauthenticated", "%s", msg);
+}
+
+/* A follower forwards a client's request to its leader over the peer transport, signed (net/auth.h:
+ * the MAC covers the path with its query) and naming the client's identity in ?forwarded_for=.
+ * That identity is believed only here: a verified peer certificate and a valid MAC.  0 = taken. */
+static int take_forwarded(struct ds_conn *c, struct ds_http_req *req)
+{
+    if (!c->identity[0]) {
+        reply_unauthenticated(req, 0, "a forwarded request needs a peer certificate");
+        return -1;
+    }
+    if (verify_peer(c, req))
+        return -1;
+    char who[sizeof req->identity];
+    int rv = ds_http_query(req, FORWARDED_FOR, who, sizeof who);
+    if (rv < 0) {
+        ds_http_reply_error(req, 400, "bad_request", "malformed " FORWARDED_FOR);
+        return -1;
+    }
+    if (rv == 1)
+        memcpy(req->identity, who, sizeof who);
+    return 0;
+}
+
+/* "Authorization: Bearer <token>" into its identity (NULL when unknown); -1 when malformed. */
+static int bearer_identity(struct ds_server *s, const struct ds_http_header *h,
+                           const struct ds_authz_entry **e)
+{
+    *e = NULL;
+    if (h->value_len < 8 || strncasecmp(h->value, "Bearer ", 7) != 0)
+        return -1;
+    const char *tok = h->value + 7;
+    size_t n = h->value_len - 7;
+    while (n && *tok == ' ') {
+        tok++;
+        n--;
+    }
+    uint8_t md[32];
+    if (n == 0 || ds_auth_sha256(tok, n, md))
+        return -1;
+    *e = ds_authz_by_token(s->authz, md);
+    return 0;
+}
+
+/* Who is asking, from the tokens file: a forwarded identity, a bearer token or a client
+ * certificate's CN, in that order.  Answers 401 (and counts a failure when credentials were
+ * presented and wrong) when there is none. */
+static int identify(struct ds_conn *c, struct ds_http_req *req, int forwarded,
+                    const struct ds_authz_entry **e)
+{
+    struct ds_server *s = c->s;
+    const struct ds_http_header *h = ds_http_find_header(&req->head, "Authorization");
+    if (forwarded) {
+        *e = ds_authz_by_name(s->authz, req->identity);
+        if (!*e)
+            reply_unauthenticated(req, 0, "forwarded identity '%.64s' is not in this node's "
+                                          "tokens file", req->identity);
+        return *e ? 0 : -1;
+    }
+    const char *why = NULL;
+    if (h) {
+        if (bearer_identity(s, h, e))
+            why = "malformed Authorization header: expected 'Bearer <token>'";
+        else if (!*e)
+            why = "unknown bearer token";
+    } else if (c->identity[0]) {
+        *e = ds_authz_by_name(s->authz, c->identity);
+        if (!*e)
+            why = "client certificate CN is not in the tokens file";
+    } else {
+        reply_unauthenticated(req, 0, "credentials needed: Authorization: Bearer <token>, or a "
+                                      "client certificate whose CN is in the tokens file");
+        return -1;
+    }
+    if (!why)
+        return 0;
+    char host[DS_AUTHZ_ADDR_MAX];
+    addr_host(c->addr, host, sizeof host);
+    ds_authz_throttle_fail(s->throttle, host, mono_ms());
+    reply_unauthenticated(req, h != NULL, "%s", why);
+    return -1;
+}
+
+/* An address with too many recent failures gets 429 (whatever it presents now). */
+static int throttled(struct ds_conn *c, struct ds_http_req *req)
+{
+    char host[DS_AUTHZ_ADDR_MAX];
+    uint64_t retry_ms;
+    addr_host(c->addr, host, sizeof host);
+    if (!ds_authz_throttle_blocked(c->s->throttle, host, mono_ms(), &retry_ms))
+        return 0;
+    char ra[24];
+    snprintf(ra, sizeof ra, "%llu", (unsigned long long)(retry_ms + 999) / 1000);
+    ds_http_add_header(req, "Retry-After", ra);
+    ds_http_reply_error(req, 429, "too_many_requests",
+                        "too many failed authentications from this address; retry later");
+    return 1;
+}
+
+/* Client routes: identity, roles and scope into req, or an answer (401, 403, 429).  0 = go on. */
+static int authenticate(struct ds_conn *c, struct ds_http_req *req)
+{
+    struct ds_server *s = c->s;
+    const struct ds_route *rt = req->match.route;
+    int forwarded = ds_http_find_header(&req->head, "X-Dsync-Mac") != NULL;
+    char tmp[8];
+    if (!forwarded && ds_http_query(req, FORWARDED_FOR, tmp, sizeof tmp) != 0) {
+        ds_http_reply_error(req, 400, "bad_request", "query parameter '" FORWARDED_FOR
+                                                     "' is reserved for peers");
+        return -1;
+    }
+    if (forwarded && take_forwarded(c, req))
+        return -1;
+    if (!s->authz) { /* client auth off: the certificate, if any, names the caller */
+        req->roles = ALL_ROLES;
+        if ((rt->flags & DS_ROUTE_ADMIN) && !c->identity[0]) {
+            ds_http_reply_error(req, 403, "forbidden",
+                                "this endpoint needs a client certificate signed by the cluster CA");
+            return -1;
+        }
+        return 0;
+    }
+    if (rt->flags & DS_ROUTE_OPEN)
+        return 0;
+    const struct ds_authz_entry *e;
+    if ((!forwarded && throttled(c, req)) || identify(c, req, forwarded, &e))
+        return -1;
+    snprintf(req->identity, sizeof req->identity, "%s", e->name);
+    req->roles = e->roles;
+    memcpy(req->scope, e->scope, sizeof req->scope);
+    unsigned need = route_needs(rt);
+    if (!ds_authz_has_role(e->roles, need)) {
+        ds_http_reply_error(req, 403, "forbidden", "identity '%s' lacks the role '%s' that this "
+                                                   "endpoint needs", e->name,
+                            ds_authz_role_name(need));
+        return -1;
+    }
+    return 0;
+}
+
+int ds_http_authorize_name(struct ds_http_req *req, const char *what, const char *name)
+{
+    if (ds_authz_in_scope(req->scope, name))
+        return 0;
+    ds_http_reply_error(req, 403, "forbidden",
+                        "identity '%s' is limited to names starting with '%.128s': %s '%.100s' is "
+                        "outside its scope", req->identity, req->scope, what, name);
+    return -1;
+}
+
+int ds_http_has_role(const struct ds_http_req *req, unsigned role)
+{
+    return ds_authz_has_role(req->roles, role);
+}
+
+/* Percent-encode every byte but the unreserved ones (RFC 3986 §2.3). */
+static size_t percent_encode(const char *src, char *dst, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p && o + 4 < len; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            strchr("-._~", *p)) {
+            dst[o++] = (char)*p;
+        } else {
+            dst[o++] = '%';
+            dst[o++] = hex[*p >> 4];
+            dst[o++] = hex[*p & 15];
+        }
+    }
+    dst[o] = 0;
+    return o;
+}
+
+int ds_http_forward_target(const struct ds_http_req *req, char *buf, size_t len)
+{
+    char who[3 * sizeof req->identity + 1];
+    percent_encode(req->identity, who, sizeof who);
+    int n = snprintf(buf, len, "%.*s?" FORWARDED_FOR "=%s%s%.*s", (int)req->head.path_len,
+                     req->head.path, who, req->head.query ? "&" : "",
+                     (int)req->head.query_len, req->head.query ? req->head.query : "");
+    return n < 0 || (size_t)n >= len ? -1 : n;
+}
+
+void ds_server_set_authz(struct ds_server *s, struct ds_authz *authz)
+{
+    ds_authz_free(s->authz);
+    s->authz = authz;
+}
+
+int ds_server_auth_on(const struct ds_server *s)
+{
+    return s->authz != NULL;
+}
+
+size_t ds_server_throttle_used(const struct ds_server *s)
+{
+    return ds_authz_throttle_used(s->throttle);
+}
+
+static double read_throttle_used(void *arg)
+{
+    return (double)ds_server_throttle_used(arg);
+}
+
+static int auth_metrics(struct ds_server *s)
+{
+    static const char *const codes[] = {"401", "403", "429"};
+    for (int i = 0; i < 3; i++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "code=\"%s\"", codes[i]);
+        s->m_client_refused[i] = ds_metrics_counter(s->metrics, "dsyncd_client_auth_refused_total",
+                                                    "Client requests refused by authentication "
+                                                    "or authorisation, by status", labels);
+        if (!s->m_client_refused[i])
+            return ENOMEM;
+    }
+    struct ds_metric *m = ds_metrics_gauge(s->metrics, "dsyncd_auth_throttle_addresses",
+                                           "Source addresses in the failed-authentication table",
+                                           "");
+    if (!m)
+        return ENOMEM;
+    m->read = read_throttle_used;
+    m->read_arg = s;
+    return 0;
 }
 
 static void dispatch(struct ds_conn *c)
@@ -404,13 +680,17 @@ static void dispatch(struct ds_conn *c)
         return;
     }
     const struct ds_route *rt = req->match.route;
-    if ((rt->flags & (DS_ROUTE_PEER | DS_ROUTE_ADMIN)) && !c->identity[0]) {
-        ds_http_reply_error(req, 403, "forbidden",
-                            "this endpoint needs a client certificate signed by the cluster CA");
+    if (rt->flags & DS_ROUTE_PEER) {
+        if (!c->identity[0]) {
+            ds_http_reply_error(req, 403, "forbidden",
+                                "this endpoint needs a client certificate signed by the cluster CA");
+            return;
+        }
+        if (verify_peer(c, req))
+            return;
+    } else if (authenticate(c, req)) {
         return;
     }
-    if ((rt->flags & DS_ROUTE_PEER) && verify_peer(c, req))
-        return;
     req->ctx = rt->ctx;
     rt->handler(req);
 }
@@ -493,6 +773,8 @@ static void process_input(struct ds_conn *c)
         req->body_len = head.content_length;
         req->peer_addr = c->addr;
         memcpy(req->identity, c->identity, sizeof req->identity);
+        req->roles = 0;
+        req->scope[0] = 0;
         req->audit_params[0] = 0;
         req->on_abort = NULL;
         req->start_ns = now_ns();
@@ -748,7 +1030,9 @@ int ds_server_new(struct event_base *base, const struct ds_config *c, struct ds_
     s->m_tls_fail = ds_metrics_counter(metrics, "dsyncd_tls_handshake_failures_total",
                                        "TLS handshakes that failed (bad certificate, plain HTTP, ...)", "");
     int rv = ENOMEM;
-    if (!s->router || add_route_stats(s, "(none)")) {
+    if (!s->router || add_route_stats(s, "(none)") || auth_metrics(s) ||
+        ds_authz_throttle_new((size_t)c->auth_throttle_slots, (uint32_t)c->auth_max_failures,
+                              c->auth_failure_decay_ms, &s->throttle)) {
         snprintf(err, 512, "out of memory");
         goto fail;
     }
@@ -851,6 +1135,8 @@ void ds_server_free(struct ds_server *s)
         event_free(s->resume);
     ds_tls_free(s->tls);
     ds_router_free(s->router);
+    ds_authz_free(s->authz);
+    ds_authz_throttle_free(s->throttle);
     free(s->rstats);
     free(s);
 }

@@ -158,7 +158,8 @@ void ds_cache_api_free(struct ds_cache_role *cr)
     }
 }
 
-/* The key of /cache/{key}: 1..DS_MESI_MAX_KEY bytes of UTF-8.  Answers 400 and returns -1 if not. */
+/* The key of /cache/{key}: 1..DS_MESI_MAX_KEY bytes of UTF-8 inside the caller's scope.  Answers
+ * 400, 403 (scope) or 503 (still joining) and returns -1 if not. */
 static int route_key(struct ds_http_req *req, const char **key, size_t *klen)
 {
     const struct ds_cache_role *cr = req->ctx;
@@ -177,7 +178,7 @@ static int route_key(struct ds_http_req *req, const char **key, size_t *klen)
         ds_http_reply_error(req, 400, "bad_request", "key is not valid UTF-8");
         return -1;
     }
-    return 0;
+    return ds_http_authorize_name(req, "key", *key);
 }
 
 /* After an engine call for op: answer now (hit, busy) or wait for its DONE. */

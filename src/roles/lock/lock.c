@@ -15,6 +15,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/node.h"
+#include "net/authz.h"
 #include "net/peer.h"
 #include "net/server.h"
 #include "raft/node.h"
@@ -125,6 +126,72 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* ------------------------------------------------------------------ identity-bound locks
+ *
+ * With client auth on, a lock is held by (identity, client_id): the table stores
+ * "<identity>:<client_id>" (identity names have no ':', net/authz.h) and answers show the two
+ * apart, so another identity cannot release, renew or watch it even with the client_id and
+ * token.  The mode is fixed for the life of the process (auth on iff a tokens file is set). */
+
+static int bound_ids; /* client auth on: client ids carry their identity */
+
+/* The client id the table uses for req's client; 400 (and -1) when it does not fit. */
+static int owner_id(struct ds_http_req *req, const char *client, char *out)
+{
+    int n = bound_ids ? snprintf(out, DS_LOCK_NAME_MAX + 1, "%s:%s", req->identity, client)
+                      : snprintf(out, DS_LOCK_NAME_MAX + 1, "%s", client);
+    if (n >= 0 && n <= DS_LOCK_NAME_MAX)
+        return 0;
+    ds_http_reply_error(req, 400, "bad_request", "field 'client_id' is too long: with the "
+                        "identity '%s' it may have at most %zu bytes", req->identity,
+                        DS_LOCK_NAME_MAX - strlen(req->identity) - 1);
+    return -1;
+}
+
+/* "client_id" (and "identity" when bound) of a stored client id into o. */
+static void add_client(cJSON *o, const char *stored)
+{
+    const char *colon = bound_ids ? strchr(stored, ':') : NULL;
+    if (!colon) {
+        cJSON_AddStringToObject(o, "client_id", stored);
+        return;
+    }
+    char who[DS_LOCK_NAME_MAX + 1];
+    snprintf(who, sizeof who, "%.*s", (int)(colon - stored), stored);
+    cJSON_AddStringToObject(o, "identity", who);
+    cJSON_AddStringToObject(o, "client_id", colon + 1);
+}
+
+/* The client_id part of a stored id (for messages). */
+static const char *client_part(const char *stored)
+{
+    const char *colon = bound_ids ? strchr(stored, ':') : NULL;
+    return colon ? colon + 1 : stored;
+}
+
+/* 1 when token on res is held under another identity than req's (403 answered). */
+static int held_by_other(struct ds_lock_role *lr, struct ds_http_req *req, const char *res,
+                         uint64_t token)
+{
+    if (!bound_ids)
+        return 0;
+    struct ds_lock_list holders = {0}, waiters = {0};
+    uint8_t mode;
+    int other = 0;
+    size_t n = strlen(req->identity);
+    if (ds_lock_query(lr->table, res, &mode, &holders, &waiters) == 0)
+        for (size_t i = 0; i < holders.n; i++)
+            if (holders.v[i].token == token)
+                other = strncmp(holders.v[i].client_id, req->identity, n) != 0 ||
+                        holders.v[i].client_id[n] != ':';
+    ds_lock_list_free(&holders);
+    ds_lock_list_free(&waiters);
+    if (other)
+        ds_http_reply_error(req, 403, "forbidden", "the lock on '%.100s' with token %" PRIu64
+                            " is held by another identity than '%s'", res, token, req->identity);
+    return other;
+}
+
 /* ------------------------------------------------------------------ JSON answers */
 
 static void add_token(cJSON *o, const char *name, uint64_t token)
@@ -144,7 +211,7 @@ static cJSON *entries_json(const struct ds_lock_list *l, int holders)
     for (size_t i = 0; a && i < l->n; i++) {
         const struct ds_lock_entry *e = &l->v[i];
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "client_id", e->client_id);
+        add_client(o, e->client_id);
         cJSON_AddStringToObject(o, "mode", ds_lock_mode_name(e->mode));
         if (holders) {
             add_token(o, "token", e->token);
@@ -178,7 +245,7 @@ static void reply_granted(struct ds_http_req *req, const char *resource, const c
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "granted", 1);
     cJSON_AddStringToObject(o, "resource", resource);
-    cJSON_AddStringToObject(o, "client_id", client);
+    add_client(o, client);
     cJSON_AddStringToObject(o, "mode", ds_lock_mode_name(mode));
     add_token(o, "token", token);
     cJSON_AddNumberToObject(o, "lease_expires_at_ms", (double)deadline);
@@ -217,7 +284,7 @@ static void reply_result(struct ds_http_req *req, const struct ds_lock_cmd *c,
         cJSON *cyc = cJSON_AddArrayToObject(o, "cycle");
         for (size_t i = 0; i < r->cycle.n; i++) {
             cJSON *x = cJSON_CreateObject();
-            cJSON_AddStringToObject(x, "client_id", r->cycle.v[i].client_id);
+            add_client(x, r->cycle.v[i].client_id);
             cJSON_AddStringToObject(x, "waits_for", r->cycle.v[i].resource);
             cJSON_AddItemToArray(cyc, x);
         }
@@ -237,7 +304,7 @@ static void reply_result(struct ds_http_req *req, const struct ds_lock_cmd *c,
     case DS_LOCK_NOT_HOLDER:
         ds_http_reply_error(req, 409, "not_holder",
                             "client '%.100s' does not hold '%.100s' with that token (released, "
-                            "expired or superseded)", c->client_id, c->resource);
+                            "expired or superseded)", client_part(c->client_id), c->resource);
         return;
     case DS_LOCK_CONFLICT:
         ds_http_reply_error(req, 409, "conflict",
@@ -756,16 +823,19 @@ static int forward(struct ds_lock_role *lr, struct ds_http_req *req, uint64_t wa
     f->acquire_wait = wait_ms > 0;
     snprintf(f->resource, sizeof f->resource, "%s", res ? res : "");
     snprintf(f->client, sizeof f->client, "%s", client ? client : "");
-    char target[2200];
-    int n = snprintf(target, sizeof target, "%.*s%s%.*s", (int)req->head.path_len,
-                     req->head.path, req->head.query ? "?" : "", (int)req->head.query_len,
-                     req->head.query ? req->head.query : "");
-    if (wait_ms && n > 0 && (size_t)n < sizeof target - 40) {
+    char target[2400];
+    int n = ds_http_forward_target(req, target, sizeof target);
+    if (n < 0) {
+        free(f);
+        ds_http_reply_error(req, 414, "uri_too_long", "the request target is too long to forward");
+        return 1;
+    }
+    if (wait_ms && (size_t)n < sizeof target - 40) {
         /* the wait is measured from this node's arrival, not from when the leader reads it (a
          * request can sit in a paused leader's socket buffer) */
         uint64_t spent = (now_ns_mono() - req->start_ns) / 1000000u;
-        snprintf(target + n, sizeof target - (size_t)n, "%swait_until_ms=%" PRIu64,
-                 req->head.query ? "&" : "?", wall_ms() + (wait_ms > spent ? wait_ms - spent : 0));
+        snprintf(target + n, sizeof target - (size_t)n, "&wait_until_ms=%" PRIu64,
+                 wall_ms() + (wait_ms > spent ? wait_ms - spent : 0));
     }
     if (ds_peer_request(peer, ds_http_method_name(req->head.method), target, "application/json",
                         req->body, req->body_len, wait_ms + FORWARD_SLACK_MS, forward_done, f)) {
@@ -855,7 +925,12 @@ static void acquire_route(struct ds_http_req *req)
              "{\"resource\":\"%.150s\",\"client_id\":\"%.150s\",\"mode\":\"%s\",\"ttl_ms\":%" PRIu64
              ",\"wait_ms\":%" PRIu64 "}",
              res, client, mode, ttl, wait);
-    if (!forward(lr, req, wait, res, client)) {
+    char owner[DS_LOCK_NAME_MAX + 1];
+    if (ds_http_authorize_name(req, "resource", res) || owner_id(req, client, owner)) {
+        cJSON_Delete(o);
+        return;
+    }
+    if (!forward(lr, req, wait, res, owner)) {
         struct ds_lock_cmd c;
         ds_lock_cmd_init(&c, DS_LOCK_CMD_ACQUIRE);
         c.mode = (uint8_t)m;
@@ -871,7 +946,7 @@ static void acquire_route(struct ds_http_req *req)
         c.wait_ms = (uint32_t)left;
         c.ttl_ms = (uint32_t)ttl;
         snprintf(c.resource, sizeof c.resource, "%s", res);
-        snprintf(c.client_id, sizeof c.client_id, "%s", client);
+        snprintf(c.client_id, sizeof c.client_id, "%s", owner);
         snprintf(c.request_id, sizeof c.request_id, "%s", rid ? rid : "");
         submit(lr, req, &c, OP_ACQUIRE, c.wait_ms);
     }
@@ -902,12 +977,17 @@ static void release_or_renew(struct ds_http_req *req, int type)
     snprintf(req->audit_params, sizeof req->audit_params,
              "{\"resource\":\"%.150s\",\"client_id\":\"%.150s\",\"token\":%" PRIu64 "}", res,
              client, token);
-    if (!forward(lr, req, 0, NULL, NULL)) {
+    char owner[DS_LOCK_NAME_MAX + 1];
+    if (ds_http_authorize_name(req, "resource", res) || owner_id(req, client, owner)) {
+        cJSON_Delete(o);
+        return;
+    }
+    if (!forward(lr, req, 0, NULL, NULL) && !held_by_other(lr, req, res, token)) {
         struct ds_lock_cmd c;
         ds_lock_cmd_init(&c, type);
         c.token = token;
         snprintf(c.resource, sizeof c.resource, "%s", res);
-        snprintf(c.client_id, sizeof c.client_id, "%s", client);
+        snprintf(c.client_id, sizeof c.client_id, "%s", owner);
         if (type == DS_LOCK_CMD_RENEW)
             c.ttl_ms = (uint32_t)ttl;
         else
@@ -964,9 +1044,11 @@ static void answer_read(struct ds_lock_role *lr, struct ds_http_req *req, const 
         }
         cJSON *a = cJSON_AddArrayToObject(o, "locks");
         for (size_t i = 0; i < holders.n; i++) {
+            if (!ds_authz_in_scope(req->scope, holders.v[i].resource))
+                continue; /* a scoped identity sees only its own names */
             cJSON *x = cJSON_CreateObject();
             cJSON_AddStringToObject(x, "resource", holders.v[i].resource);
-            cJSON_AddStringToObject(x, "client_id", holders.v[i].client_id);
+            add_client(x, holders.v[i].client_id);
             cJSON_AddStringToObject(x, "mode", ds_lock_mode_name(holders.v[i].mode));
             add_token(x, "token", holders.v[i].token);
             cJSON_AddNumberToObject(x, "lease_expires_at_ms", (double)holders.v[i].deadline_ms);
@@ -1033,7 +1115,8 @@ static void lock_read_done(struct ds_raft_app *app, uint64_t ctx, int ok)
 
 static void get_one_route(struct ds_http_req *req)
 {
-    start_read(req->ctx, req, req->match.params[0], 0);
+    if (!ds_http_authorize_name(req, "resource", req->match.params[0]))
+        start_read(req->ctx, req, req->match.params[0], 0);
 }
 
 static void get_all_route(struct ds_http_req *req)
@@ -1059,7 +1142,8 @@ static void check_route(struct ds_http_req *req)
         cJSON_Delete(o);
         return;
     }
-    start_read(lr, req, res, token);
+    if (!ds_http_authorize_name(req, "resource", res))
+        start_read(lr, req, res, token);
     cJSON_Delete(o);
 }
 
@@ -1117,6 +1201,9 @@ static void watch_route(struct ds_http_req *req)
                             "query parameter 'wait_ms' must be 0..%u", MAX_WAIT_MS);
         return;
     }
+    if (ds_http_authorize_name(req, "resource", req->match.params[0]) ||
+        held_by_other(lr, req, req->match.params[0], token))
+        return;
     struct watch *w = calloc(1, sizeof *w);
     if (!w) {
         reply_unavailable(req, "out of memory");
@@ -1245,6 +1332,7 @@ static int lock_start(struct ds_node *node, char *err)
         snprintf(err, 512, "out of memory");
         return ENOMEM;
     }
+    bound_ids = ds_server_auth_on(node->server);
     int rv = ds_raft_node_start(node, &app_ops, app, &lr->rn, err);
     if (rv)
         return rv;
@@ -1257,7 +1345,7 @@ static int lock_start(struct ds_node *node, char *err)
         {DS_HTTP_POST, "/lock/acquire", acquire_route, DS_ROUTE_MUTATING},
         {DS_HTTP_POST, "/lock/release", release_route, DS_ROUTE_MUTATING},
         {DS_HTTP_POST, "/lock/renew", renew_route, DS_ROUTE_MUTATING},
-        {DS_HTTP_POST, "/lock/check", check_route, 0},
+        {DS_HTTP_POST, "/lock/check", check_route, DS_ROUTE_WRITE},
         {DS_HTTP_GET, "/lock", get_all_route, 0},
         {DS_HTTP_GET, "/lock/{resource}", get_one_route, 0},
         {DS_HTTP_GET, "/lock/{resource}/watch", watch_route, 0},

@@ -80,7 +80,50 @@ static int get_name(struct ds_http_req *req, const cJSON *o, const char *field, 
                             strcmp(field, "queue") ? "" : " (room is kept for '.dlq')");
         return -1;
     }
+    if (strcmp(field, "queue") == 0 && ds_http_authorize_name(req, "queue", *out))
+        return -1;
     return 0;
+}
+
+/* ------------------------------------------------------------------ identity-bound deliveries
+ *
+ * With client auth on, a consumer's Redis name is "<identity>~<consumer>@<visibility>" (identity
+ * names have no '~', consumer names neither), and an ack or nack of an id that is pending for
+ * another identity's consumer is refused (403) unless the caller is admin: the check runs in the
+ * same script as the XACK / nack, per stream, so it cannot race a redelivery. */
+
+/* Lua: 1 when an id from ARGV[first] on is pending in group g of k for a consumer whose name does
+ * not start with own. */
+#define FOREIGN_FN                                                                         \
+    "local function foreign(k, g, own, first)\n"                                            \
+    "  for i = first, #ARGV do\n"                                                          \
+    "    local p = redis.pcall('XPENDING', k, g, ARGV[i], ARGV[i], 1)\n"                    \
+    "    if type(p) == 'table' and not p.err and #p == 1 and\n"                             \
+    "       string.sub(p[1][2], 1, #own) ~= own then return true end\n"                     \
+    "  end\n"                                                                              \
+    "  return false\n"                                                                     \
+    "end\n"
+
+/* KEYS: stream, owner prefix; ARGV: group, ids...  -1 when an id is another identity's. */
+static const char ack_owned_lua[] =
+    FOREIGN_FN
+    "if foreign(KEYS[1], ARGV[1], KEYS[2], 2) then return -1 end\n"
+    "return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))\n";
+
+/* The nack script of qlua.c behind the same check (owner prefix as KEYS[4]). */
+static const char *nack_owned_lua(void)
+{
+    static char buf[16384];
+    if (!buf[0])
+        snprintf(buf, sizeof buf, "%s%s%s", FOREIGN_FN,
+                 "if foreign(KEYS[1], ARGV[1], KEYS[4], 7) then return -1 end\n", ds_qlua_nack);
+    return buf;
+}
+
+/* 1 when acks of req must be checked against the consumer's identity. */
+static int owner_checked(const struct ds_queue_role *q, const struct ds_http_req *req)
+{
+    return ds_server_auth_on(q->node->server) && !ds_http_has_role(req, DS_AUTHZ_ADMIN);
 }
 
 static void send_argv(struct qshard *s, ds_redis_cb *cb, void *arg, int argc, const char **argv,
@@ -358,7 +401,7 @@ struct qconsume {
     struct ds_http_req *req; /* NULL once the client went away */
     char queue[DS_QROUTE_NAME_MAX + 1];
     char group[DS_QROUTE_NAME_MAX + 1];
-    char rname[DS_QROUTE_NAME_MAX + 24]; /* consumer@visibility */
+    char rname[DS_AUTHZ_NAME_MAX + DS_QROUTE_NAME_MAX + 26]; /* [identity~]consumer@visibility */
     uint64_t max, got;
     uint64_t deadline_ms;
     uint64_t start_ns;
@@ -587,7 +630,10 @@ static int consume_parse(struct ds_queue_role *q, struct ds_http_req *req, struc
     }
     snprintf(c->queue, sizeof c->queue, "%s", queue);
     snprintf(c->group, sizeof c->group, "%s", group);
-    ds_qroute_consumer_name(consumer, vis, c->rname, sizeof c->rname);
+    char owned[DS_AUTHZ_NAME_MAX + DS_QROUTE_NAME_MAX + 2];
+    snprintf(owned, sizeof owned, "%s%s%s", ds_server_auth_on(q->node->server) ? req->identity : "",
+             ds_server_auth_on(q->node->server) ? "~" : "", consumer);
+    ds_qroute_consumer_name(owned, vis, c->rname, sizeof c->rname);
     c->deadline_ms = ds_node_now_ms() + wait_ms;
     snprintf(req->audit_params, sizeof req->audit_params,
              "{\"queue\":\"%s\",\"group\":\"%s\",\"consumer\":\"%s\"}", queue, group, consumer);
@@ -646,6 +692,7 @@ struct ack_op {
     size_t left;
     long long done, dead;
     int failed;
+    int foreign; /* an id was pending for another identity's consumer */
     uint64_t start_ns;
 };
 
@@ -657,7 +704,13 @@ static void ack_finish(struct ack_op *op)
     ds_metric_inc(q->m_dead, (double)op->dead);
     if (op->req) {
         op->req->on_abort = NULL;
-        if (op->failed) {
+        if (op->foreign) {
+            ds_http_reply_error(op->req, 403, "forbidden",
+                                "some ids were delivered to another identity's consumer; only "
+                                "that identity (or an admin) may %s them (ids on other shards "
+                                "may have been %sed)", op->nack ? "nack" : "ack",
+                                op->nack ? "nack" : "ack");
+        } else if (op->failed) {
             reply_unavailable(op->req, "a shard holding some of the ids failed; retry (acks "
                                        "and nacks are idempotent)");
         } else {
@@ -674,7 +727,9 @@ static void ack_finish(struct ack_op *op)
 static void ack_cb(struct redisReply *reply, void *arg)
 {
     struct ack_op *op = arg;
-    if (reply && reply->type == REDIS_REPLY_INTEGER && !op->nack)
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer < 0)
+        op->foreign = 1;
+    else if (reply && reply->type == REDIS_REPLY_INTEGER && !op->nack)
         op->done += reply->integer;
     else if (reply && reply->type == REDIS_REPLY_ARRAY && op->nack && reply->elements == 2) {
         op->done += reply->element[0]->integer;
@@ -727,13 +782,14 @@ static int parse_ids(struct ds_queue_role *q, struct ds_http_req *req, const cJS
     return 0;
 }
 
+/* owner: the consumer-name prefix the ids must be pending for ("identity~"), or NULL. */
 static int send_ack_group(struct ack_op *op, const char *queue, const char *group,
-                          const struct idgroup *g, uint64_t delay_ms)
+                          const struct idgroup *g, uint64_t delay_ms, const char *owner)
 {
     struct ds_queue_role *q = op->q;
     char key[DS_QROUTE_KEY_MAX], dkey[DS_QROUTE_KEY_MAX], dlq[DS_QROUTE_NAME_MAX + 8];
     char max[24], idle[24], prefix[32];
-    size_t argc = g->n + 12;
+    size_t argc = g->n + 13;
     const char **argv = calloc(argc, sizeof *argv);
     size_t *lens = calloc(argc, sizeof *lens);
     int rv = DS_REDIS_ENOMEM;
@@ -747,9 +803,18 @@ static int send_ack_group(struct ack_op *op, const char *queue, const char *grou
         ds_qroute_id_prefix(g->s->tag, g->p, prefix, sizeof prefix);
         snprintf(max, sizeof max, "%" PRIu64, q->max_deliveries);
         snprintf(idle, sizeof idle, "%" PRIu64, DS_QUEUE_BIG_IDLE_MS - delay_ms);
-        const char *head[] = {"EVAL", ds_qlua_nack, "3", key, dkey, DS_QUEUE_REGISTRY, group,
-                              max, idle, ds_qroute_is_dlq(queue) ? "1" : "0", dlq, prefix};
-        for (size_t i = 0; i < 12; i++)
+        const char *head[] = {"EVAL", owner ? nack_owned_lua() : ds_qlua_nack, owner ? "4" : "3",
+                              key, dkey, DS_QUEUE_REGISTRY};
+        for (size_t i = 0; i < 6; i++)
+            argv[a++] = head[i];
+        if (owner)
+            argv[a++] = owner;
+        const char *tail[] = {group, max, idle, ds_qroute_is_dlq(queue) ? "1" : "0", dlq, prefix};
+        for (size_t i = 0; i < 6; i++)
+            argv[a++] = tail[i];
+    } else if (owner) {
+        const char *head[] = {"EVAL", ack_owned_lua, "2", key, owner, group};
+        for (size_t i = 0; i < 6; i++)
             argv[a++] = head[i];
     } else {
         argv[a++] = "XACK";
@@ -811,9 +876,12 @@ static void ack_route_common(struct ds_http_req *req, int nack)
     *op = (struct ack_op){.q = q, .req = req, .nack = nack, .left = ngroups, .start_ns = now_ns()};
     req->on_abort = ack_abort;
     req->abort_arg = op;
+    char owner[DS_AUTHZ_NAME_MAX + 2];
+    snprintf(owner, sizeof owner, "%s~", req->identity);
     size_t unsent = 0;
     for (size_t g = 0; g < ngroups; g++)
-        unsent += send_ack_group(op, queue, group, &groups[g], delay) != 0;
+        unsent += send_ack_group(op, queue, group, &groups[g], delay,
+                                 owner_checked(q, req) ? owner : NULL) != 0;
     if (unsent) {
         op->failed = 1;
         if ((op->left -= unsent) == 0)
@@ -1020,6 +1088,8 @@ static void stats_route(struct ds_http_req *req)
         ds_http_reply_error(req, 400, "bad_request", "not a queue name");
         return;
     }
+    if (ds_http_authorize_name(req, "queue", queue))
+        return;
     struct stats_op *op = calloc(1, sizeof *op);
     if (!op || !(op->streams = cJSON_CreateArray()) || !(op->groups = cJSON_CreateObject()) ||
         !(op->shards = cJSON_CreateArray())) {
