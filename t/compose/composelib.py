@@ -186,12 +186,15 @@ class Response:
         return "<%s %s>" % (self.status, self.body[:400])
 
 
-def https(port, method, path, body=None, ctx=None, timeout=10.0):
-    """One HTTPS request to localhost:port verified against ctx; raises OSError if unreachable."""
+def https(port, method, path, body=None, ctx=None, timeout=10.0, token=None):
+    """One HTTPS request to localhost:port verified against ctx (with a bearer token when given);
+    raises OSError if unreachable."""
     conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=timeout)
     try:
         data = None if body is None else json.dumps(body)
         hdrs = {"Content-Type": "application/json"} if data is not None else {}
+        if token:
+            hdrs["Authorization"] = "Bearer " + token
         conn.request(method, path, data, hdrs)
         r = conn.getresponse()
         return Response(r.status, {k.lower(): v for k, v in r.getheaders()},
@@ -251,7 +254,7 @@ class Deployment:
         self._write_env()
         self.cmd = self.tool + ["-p", self.project, "--env-file", self.env_file, "-f", COMPOSE_FILE]
         self.certs = os.path.join(self.tmp, "certs")
-        self.ctx = self.admin_ctx = None
+        self.ctx = self.admin_ctx = self.token = None
         self._down = False
         _live.append(self)
         note("compose project %s", self.project)
@@ -319,11 +322,14 @@ class Deployment:
         self.admin_ctx = ssl.create_default_context(cafile=ca)
         self.admin_ctx.load_cert_chain(os.path.join(self.certs, "admin.crt"),
                                        os.path.join(self.certs, "admin.key"))
+        # client auth is on in the deployment: the tests act as the admin identity
+        with open(os.path.join(self.certs, "admin.token")) as f:
+            self.token = f.read().strip()
 
     def request(self, service, method, path, body=None, admin=False, timeout=10.0):
         """HTTPS from the host through the service's published port, verified with the CA."""
         return https(self.ports[service], method, path, body,
-                     self.admin_ctx if admin else self.ctx, timeout)
+                     self.admin_ctx if admin else self.ctx, timeout, token=self.token)
 
     def status(self, service):
         r = self.request(service, "GET", "/status", timeout=5)
@@ -334,6 +340,7 @@ class Deployment:
         with the CA: works while the container is cut off the network."""
         cmd = ["docker", "exec", cid or self.cid(service), "curl", "-sS", "--max-time", str(max_time),
                "--cacert", "/certs/ca.crt", "-o", "-", "-w", "\n%{http_code}", "-X", method,
+               "-H", "Authorization: Bearer " + self.token,
                "https://localhost:%d%s" % (port, path)]
         if body is not None:
             cmd[-1:-1] = ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
