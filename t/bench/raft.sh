@@ -149,6 +149,7 @@ ds_start() {
                 DSYNCD_CLUSTER_MAC_KEY_FILE="$BENCH_WORK/certs/mac.key" DSYNCD_CLUSTER_PEERS="$peers" \
                 DSYNCD_NODE_LISTEN="127.0.0.1:${ports[$i]}" DSYNCD_NODE_ADVERTISE_URL="${DS_URLS[$i]}" \
                 DSYNCD_LOG_AUDIT_FILE="$dir/$n/audit.log" DSYNCD_LOG_LEVEL=warn \
+                DSYNCD_AUTH_TOKENS_FILE= \
                 "$BENCH_BIN" --config "$BENCH_TOP/conf/local/$n.ini") </dev/null >"$dir/$n/log" 2>&1 &
         DS_PIDS+=($!)
         BENCH_PIDS+=($!)
