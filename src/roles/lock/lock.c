@@ -830,12 +830,14 @@ static int forward(struct ds_lock_role *lr, struct ds_http_req *req, uint64_t wa
         ds_http_reply_error(req, 414, "uri_too_long", "the request target is too long to forward");
         return 1;
     }
-    if (wait_ms && (size_t)n < sizeof target - 40) {
+    if ((size_t)n < sizeof target - 80) {
         /* the wait is measured from this node's arrival, not from when the leader reads it (a
-         * request can sit in a paused leader's socket buffer) */
+         * request can sit in a paused leader's socket buffer); forwarded_at_ms lets the leader
+         * refuse a request this node has already answered 503 for */
         uint64_t spent = (now_ns_mono() - req->start_ns) / 1000000u;
-        snprintf(target + n, sizeof target - (size_t)n, "&wait_until_ms=%" PRIu64,
-                 wall_ms() + (wait_ms > spent ? wait_ms - spent : 0));
+        snprintf(target + n, sizeof target - (size_t)n,
+                 "&wait_until_ms=%" PRIu64 "&forwarded_at_ms=%" PRIu64,
+                 wall_ms() + (wait_ms > spent ? wait_ms - spent : 0), wall_ms() - spent);
     }
     if (ds_peer_request(peer, ds_http_method_name(req->head.method), target, "application/json",
                         req->body, req->body_len, wait_ms + FORWARD_SLACK_MS, forward_done, f)) {
@@ -892,6 +894,23 @@ static void submit(struct ds_lock_role *lr, struct ds_http_req *req, struct ds_l
     req->abort_arg = p;
 }
 
+/* A forwarded request the forwarding node has already given up on (it answered 503 after
+ * wait + FORWARD_SLACK_MS): acting on it now would grant or renew behind the client's back.
+ * Answers 503 and returns 1 then. */
+static int forwarded_too_late(struct ds_lock_role *lr, struct ds_http_req *req, uint64_t wait_ms)
+{
+    char q[32];
+    uint64_t at;
+    if (ds_http_query(req, "forwarded_at_ms", q, sizeof q) != 1 || ds_parse_u64(q, &at))
+        return 0;
+    uint64_t limit = at + wait_ms + FORWARD_SLACK_MS;
+    uint64_t skew = lr->node->cfg->clock_skew_ms;
+    if (wall_ms() + skew <= limit)
+        return 0;
+    reply_unavailable(req, "the forwarded request arrived after the forwarding node gave up on it");
+    return 1;
+}
+
 static void acquire_route(struct ds_http_req *req)
 {
     struct ds_lock_role *lr = req->ctx;
@@ -930,7 +949,7 @@ static void acquire_route(struct ds_http_req *req)
         cJSON_Delete(o);
         return;
     }
-    if (!forward(lr, req, wait, res, owner)) {
+    if (!forward(lr, req, wait, res, owner) && !forwarded_too_late(lr, req, wait)) {
         struct ds_lock_cmd c;
         ds_lock_cmd_init(&c, DS_LOCK_CMD_ACQUIRE);
         c.mode = (uint8_t)m;
@@ -982,7 +1001,8 @@ static void release_or_renew(struct ds_http_req *req, int type)
         cJSON_Delete(o);
         return;
     }
-    if (!forward(lr, req, 0, NULL, NULL) && !held_by_other(lr, req, res, token)) {
+    if (!forward(lr, req, 0, NULL, NULL) && !forwarded_too_late(lr, req, 0) &&
+        !held_by_other(lr, req, res, token)) {
         struct ds_lock_cmd c;
         ds_lock_cmd_init(&c, type);
         c.token = token;
