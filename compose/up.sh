@@ -21,6 +21,16 @@ if [ ! -f .env ]; then
   echo "up.sh: made compose/.env with a new random SHARED_MAC_KEY"
 fi
 
+# Without a registry (images can be neither found nor pulled), build the base and Redis images
+# locally from the distribution's mirror, as the tests do.
+have() { docker image inspect "$1" >/dev/null 2>&1 || docker pull -q "$1" >/dev/null 2>&1; }
+if ! grep -q '^REDIS_IMAGE=' .env && { ! have debian:bookworm-slim || ! have redis:7-bookworm; }; then
+  echo "up.sh: no image registry answers: building the base and Redis images locally"
+  img=$("$here/build-base-image.sh" | tail -n 1)
+  img=${img#REDIS_IMAGE=}
+  echo "REDIS_IMAGE=$img" >> .env
+fi
+
 "${dc[@]}" up --build -d
 
 services=(node1 node2 node3 queue-node-1 cache-node-1 cache-node-2 cache-node-3)
