@@ -122,6 +122,22 @@ static int parse_uint(const char *v, uint64_t *out)
     return 0;
 }
 
+int ds_config_list_next(const char **p, char *item, size_t len)
+{
+    const char *s = *p;
+    while (*s == ' ' || *s == ',')
+        s++;
+    size_t n = strcspn(s, ", ");
+    *p = s + n;
+    if (n == 0)
+        return 0;
+    if (n >= len)
+        return -1;
+    memcpy(item, s, n);
+    item[n] = 0;
+    return 1;
+}
+
 int ds_config_split_addr(const char *addr, char *host, size_t hostlen, uint16_t *port)
 {
     const char *colon = strrchr(addr, ':');

@@ -133,6 +133,10 @@ size_t ds_config_describe(const struct ds_config *c, char *buf, size_t len);
 void ds_config_where(const struct ds_config *c, const char *section, const char *name, char *buf,
                      size_t len);
 
+/* Next item of a list value such as [redis] shards ("a:1, b:2"): copies it into item (len bytes)
+ * and advances *p past it.  Returns 1 with an item, 0 at the end, -1 when the item does not fit. */
+int ds_config_list_next(const char **p, char *item, size_t len);
+
 /* Port of "host:port" (0 when malformed) and the host part copied into host (hostlen bytes). */
 int ds_config_split_addr(const char *addr, char *host, size_t hostlen, uint16_t *port);
 

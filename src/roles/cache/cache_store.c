@@ -392,23 +392,18 @@ void ds_cache_store_write(struct cache_store *s, uint64_t id, const uint8_t *key
 static int start_shards(struct cache_store *s, const char *list, char *err)
 {
     struct ds_ring_member members[DS_CACHE_SHARDS_MAX];
-    for (const char *p = list; *p;) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        size_t n = strcspn(p, ", ");
-        if (!n)
-            break;
-        if (s->nshards == DS_CACHE_SHARDS_MAX || n >= sizeof s->shards[0].addr) {
+    char addr[sizeof s->shards[0].addr];
+    int got;
+    for (const char *p = list; (got = ds_config_list_next(&p, addr, sizeof addr)) != 0;) {
+        if (got < 0 || s->nshards == DS_CACHE_SHARDS_MAX) {
             snprintf(err, 512, "[redis] shards: at most %d shards of < 128 bytes",
                      DS_CACHE_SHARDS_MAX);
             return EINVAL;
         }
         struct shard *sh = &s->shards[s->nshards];
-        memcpy(sh->addr, p, n);
-        sh->addr[n] = 0;
+        memcpy(sh->addr, addr, sizeof addr);
         members[s->nshards] = (struct ds_ring_member){.id = sh->addr, .weight = 0};
         s->nshards++;
-        p += n;
     }
     if (!s->nshards)
         return 0;

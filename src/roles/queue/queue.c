@@ -87,20 +87,16 @@ static int start_shards(struct ds_queue_role *q, char *err)
 {
     const char *list = q->node->cfg->redis_shards;
     struct ds_ring_member members[DS_QUEUE_SHARDS_MAX];
-    for (const char *p = list; *p;) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        size_t n = strcspn(p, ", ");
-        if (!n)
-            break;
-        if (q->nshards == DS_QUEUE_SHARDS_MAX || n >= sizeof q->shards[0].addr) {
+    char addr[sizeof q->shards[0].addr];
+    int got;
+    for (const char *p = list; (got = ds_config_list_next(&p, addr, sizeof addr)) != 0;) {
+        if (got < 0 || q->nshards == DS_QUEUE_SHARDS_MAX) {
             snprintf(err, 512, "[redis] shards: at most %d shards of < 128 bytes",
                      DS_QUEUE_SHARDS_MAX);
             return EINVAL;
         }
         struct qshard *s = &q->shards[q->nshards];
-        memcpy(s->addr, p, n);
-        s->addr[n] = 0;
+        memcpy(s->addr, addr, sizeof addr);
         s->q = q;
         s->tag = ds_qroute_shard_tag(s->addr);
         for (size_t i = 0; i < q->nshards; i++)
@@ -110,7 +106,6 @@ static int start_shards(struct ds_queue_role *q, char *err)
             }
         members[q->nshards] = (struct ds_ring_member){.id = s->addr, .weight = 0};
         q->nshards++;
-        p += n;
     }
     if (!q->nshards) {
         snprintf(err, 512, "the queue role needs [redis] shards = host:port,...");

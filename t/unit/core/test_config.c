@@ -272,6 +272,18 @@ static void split_addr_handles_ipv4_ipv6_and_names(void)
     CHECK(ds_config_split_addr("a b:1", host, sizeof host, &port) != 0);
 }
 
+static void list_items_are_split_on_commas_and_spaces_and_checked_for_length(void)
+{
+    const char *p = " a:1, b:2,,c:3 ";
+    char item[8];
+    CHECK(ds_config_list_next(&p, item, sizeof item) == 1 && strcmp(item, "a:1") == 0);
+    CHECK(ds_config_list_next(&p, item, sizeof item) == 1 && strcmp(item, "b:2") == 0);
+    CHECK(ds_config_list_next(&p, item, sizeof item) == 1 && strcmp(item, "c:3") == 0);
+    CHECK(ds_config_list_next(&p, item, sizeof item) == 0);
+    p = "toolonghost:1";
+    CHECK(ds_config_list_next(&p, item, sizeof item) == -1);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir)) {
@@ -299,6 +311,7 @@ int main(void)
     RUN(finish_refuses_peers_without_a_long_enough_mac_key);
     RUN(mac_key_file_is_read_and_trimmed);
     RUN(split_addr_handles_ipv4_ipv6_and_names);
+    RUN(list_items_are_split_on_commas_and_spaces_and_checked_for_length);
     for (int i = 0; i < 64; i++) {
         char p[640];
         snprintf(p, sizeof p, "%s/c%d.ini", dir, i);
