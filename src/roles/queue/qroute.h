@@ -4,6 +4,7 @@
  * Naming (documented in README and conf/dsyncd.example.ini):
  *   stream of partition p of queue q      dsq:{q}:p
  *   dedup marker of dedup_id d of queue q  dsq:{q}:d:<d>
+ *   consumer groups of queue q             dsq:{q}:groups (a set, on every shard)
  *   registry of queues stored on a shard   dsq:queues (a set)
  *   dead-letter queue of q                 q.dlq (a queue like any other)
  * Partition p of queue q lives on the shard the ring assigns to "q/p"; q.dlq uses the ring key of
@@ -16,9 +17,15 @@
  * the shard of a partition is down, producers write that partition on the next live shard of the
  * ring, and consumers read the partition's stream on every shard; so during and just after a
  * failover, messages of one key can be delivered out of order, and a dedup_id only suppresses
- * duplicates that reach the same shard within the window.  A consumer group is created at the
- * oldest entry still stored when a consume first reads a stream; entries acked by every existing
- * group are trimmed, so create a group (one consume) before producing if it must see everything. */
+ * duplicates that reach the same shard within the window.  A consumer group exists from its
+ * first consume on: that consume registers it in the queue's group set on every live shard, and
+ * the housekeeper creates every registered group (at the oldest entry) on each stream of the
+ * queue before it trims anything, so streams made later -- by produces, or on another shard by a
+ * failover -- keep every entry the group has not read.  Entries are trimmed once every group has
+ * acked them and they are older than DS_QUEUE_TRIM_GRACE_MS, so a shard that was down during a
+ * group's first consume learns the group from its next consume first.  A group made after
+ * messages were produced sees those still stored: consume once with each group before producing
+ * if it must see everything. */
 #ifndef DS_ROLES_QUEUE_QROUTE_H
 #define DS_ROLES_QUEUE_QROUTE_H
 
@@ -60,6 +67,9 @@ uint32_t ds_qroute_partition(const char *key, size_t len, uint32_t partitions, u
 
 /* The ring key "<base>/<p>" where base is queue without a trailing ".dlq". */
 int ds_qroute_ring_key(const char *queue, uint32_t p, char *buf, size_t len);
+
+/* The key of the set of the queue's consumer groups "dsq:{<queue>}:groups". */
+int ds_qroute_groups_key(const char *queue, char *buf, size_t len);
 
 /* The stream key "dsq:{<queue>}:<p>". */
 int ds_qroute_stream_key(const char *queue, uint32_t p, char *buf, size_t len);

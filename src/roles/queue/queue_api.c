@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/jscan.h"
 #include "core/json.h"
 #include "core/node.h"
 #include "net/server.h"
@@ -64,7 +65,22 @@ static int parse_body(struct ds_http_req *req, const char *const *fields, cJSON 
     return 0;
 }
 
-/* A required name field (queue, group, consumer): 1..DS_QROUTE_NAME_MAX of [A-Za-z0-9._-]. */
+/* A name (queue, group, consumer) must be 1..DS_QROUTE_NAME_MAX of [A-Za-z0-9._-] (a queue's
+ * keeps room for ".dlq"), and the caller must be allowed the queue. */
+static int check_name(struct ds_http_req *req, const char *field, const char *name)
+{
+    int queue = strcmp(field, "queue") == 0;
+    if (!ds_qroute_name_valid(name) || (queue && strlen(name) + 4 > DS_QROUTE_NAME_MAX)) {
+        ds_http_reply_error(req, 400, "bad_request",
+                            "field '%s' must be 1..%u bytes of letters, digits, '.', '_' or '-'%s",
+                            field, DS_QROUTE_NAME_MAX - (queue ? 4 : 0),
+                            queue ? " (room is kept for '.dlq')" : "");
+        return -1;
+    }
+    return queue && ds_http_authorize_name(req, "queue", name) ? -1 : 0;
+}
+
+/* A required name field of a cJSON-decoded request. */
 static int get_name(struct ds_http_req *req, const cJSON *o, const char *field, const char **out)
 {
     char err[DS_JSON_ERR_MAX];
@@ -72,17 +88,7 @@ static int get_name(struct ds_http_req *req, const cJSON *o, const char *field, 
         ds_http_reply_error(req, 400, "bad_request", "%s", err);
         return -1;
     }
-    if (!ds_qroute_name_valid(*out) ||
-        (strcmp(field, "queue") == 0 && strlen(*out) + 4 > DS_QROUTE_NAME_MAX)) {
-        ds_http_reply_error(req, 400, "bad_request",
-                            "field '%s' must be 1..%u bytes of letters, digits, '.', '_' or '-'%s",
-                            field, DS_QROUTE_NAME_MAX - (strcmp(field, "queue") ? 0 : 4),
-                            strcmp(field, "queue") ? "" : " (room is kept for '.dlq')");
-        return -1;
-    }
-    if (strcmp(field, "queue") == 0 && ds_http_authorize_name(req, "queue", *out))
-        return -1;
-    return 0;
+    return check_name(req, field, *out);
 }
 
 /* ------------------------------------------------------------------ identity-bound deliveries
@@ -135,13 +141,18 @@ static void send_argv(struct qshard *s, ds_redis_cb *cb, void *arg, int argc, co
     *rv = ds_redis_command(s->r, cb, arg, argc, argv, lens);
 }
 
-/* ================================================================== produce */
+/* ================================================================== produce
+ *
+ * The service's hot path.  A produce request is decoded by the JSON scanner (core/jscan.h), not
+ * into a cJSON tree: each message body is stored in Redis as the exact JSON text the client sent
+ * (checked), with no tree, print or allocation per message, and the answer is written directly. */
 
 struct pmsg {
     struct produce_op *op;
     uint32_t p;
-    char *body; /* JSON text, malloc'd */
-    const char *key, *dedup; /* into the op's parsed request, NULL when absent */
+    const char *body;        /* the body's JSON text, in op->text */
+    size_t body_len;
+    const char *key, *dedup; /* decoded and NUL-terminated in op->text; NULL when absent */
     uint64_t tried;
     struct qshard *shard;
     char id[DS_QROUTE_ID_MAX];
@@ -151,7 +162,7 @@ struct pmsg {
 struct produce_op {
     struct ds_queue_role *q;
     struct ds_http_req *req; /* NULL once the client went away */
-    cJSON *doc;              /* the parsed request: keys and dedup ids point into it */
+    char *text;              /* a copy of the request body, then its decoded strings */
     char queue[DS_QROUTE_NAME_MAX + 1];
     size_t n, left;
     int single;
@@ -164,10 +175,41 @@ static int send_msg(struct pmsg *m);
 
 static void produce_free(struct produce_op *op)
 {
-    for (size_t i = 0; i < op->n; i++)
-        free(op->m[i].body);
-    cJSON_Delete(op->doc);
+    free(op->text);
     free(op);
+}
+
+/* The 201 answer: {"queue":..,["id":..,]"ids":[..],"duplicates":N}.  Queue names and ids are
+ * made of characters JSON needs no escape for (ds_qroute_name_valid, ds_qroute_id_parse). */
+static void produce_answer(struct produce_op *op, size_t dups)
+{
+    size_t qlen = strlen(op->queue), cap = qlen + 64 + (op->n + 1) * (DS_QROUTE_ID_MAX + 3);
+    char small[4096], *b = cap <= sizeof small ? small : malloc(cap);
+    if (!b) {
+        reply_unavailable(op->req, "out of memory (the messages were stored)");
+        return;
+    }
+    size_t k = 0;
+#define PUT(s, n) (memcpy(b + k, (s), (n)), k += (n))
+    PUT("{\"queue\":\"", 10);
+    PUT(op->queue, qlen);
+    if (op->single) {
+        PUT("\",\"id\":\"", 8);
+        PUT(op->m[0].id, strlen(op->m[0].id));
+    }
+    PUT("\",\"ids\":[", 9);
+    for (size_t i = 0; i < op->n; i++) {
+        if (i)
+            PUT(",", 1);
+        PUT("\"", 1);
+        PUT(op->m[i].id, strlen(op->m[i].id));
+        PUT("\"", 1);
+    }
+#undef PUT
+    k += (size_t)snprintf(b + k, cap - k, "],\"duplicates\":%zu}", dups);
+    ds_http_reply(op->req, 201, "application/json", b, k);
+    if (b != small)
+        free(b);
 }
 
 static void produce_finish(struct produce_op *op)
@@ -183,43 +225,39 @@ static void produce_finish(struct produce_op *op)
     ds_metric_observe(q->h_produce, since_s(op->start_ns));
     if (failed < op->n)
         wake_waiters(q, op->queue);
-    struct ds_http_req *req = op->req;
-    if (req) {
-        req->on_abort = NULL;
-        if (failed) {
-            reply_unavailable(req, failed == op->n ? "no Redis shard accepted the messages"
-                                                   : "some messages were not accepted by Redis; "
-                                                     "retry the batch (with dedup_id to be safe)");
-        } else {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "queue", op->queue);
-            if (op->single)
-                cJSON_AddStringToObject(o, "id", op->m[0].id);
-            cJSON *ids = cJSON_AddArrayToObject(o, "ids");
-            for (size_t i = 0; i < op->n; i++)
-                cJSON_AddItemToArray(ids, cJSON_CreateString(op->m[i].id));
-            cJSON_AddNumberToObject(o, "duplicates", (double)dups);
-            reply_obj(req, 201, o);
-        }
+    if (op->req) {
+        op->req->on_abort = NULL;
+        if (failed)
+            reply_unavailable(op->req, failed == op->n
+                                           ? "no Redis shard accepted the messages"
+                                           : "some messages were not accepted by Redis; retry "
+                                             "the batch (with dedup_id to be safe)");
+        else
+            produce_answer(op, dups);
     }
     produce_free(op);
 }
 
 static int take_reply(struct pmsg *m, const redisReply *r)
 {
+    struct ds_qroute_id parsed;
     if (!r)
         return -1;
     if (!m->dedup) {
         if (r->type != REDIS_REPLY_STRING || !ds_qroute_sid_valid(r->str, r->len))
             return -1;
-        char prefix[32];
-        ds_qroute_id_prefix(m->shard->tag, m->p, prefix, sizeof prefix);
-        snprintf(m->id, sizeof m->id, "%s%s", prefix, r->str);
+        if (ds_qroute_id_prefix(m->shard->tag, m->p, m->id, sizeof m->id))
+            return -1;
+        size_t pl = strlen(m->id);
+        if (pl + r->len >= sizeof m->id)
+            return -1;
+        memcpy(m->id + pl, r->str, r->len + 1);
         return 0;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_STRING ||
-        r->element[1]->len >= sizeof m->id)
+        r->element[1]->len >= sizeof m->id ||
+        ds_qroute_id_parse(r->element[1]->str, r->element[1]->len, m->op->q->partitions, &parsed))
         return -1;
     memcpy(m->id, r->element[1]->str, r->element[1]->len + 1);
     m->dup = r->element[0]->integer == 0;
@@ -274,7 +312,7 @@ static int send_msg(struct pmsg *m)
             argv[argc++] = "*";
         }
         argv[argc++] = "b";
-        lens[argc] = strlen(m->body);
+        lens[argc] = m->body_len;
         argv[argc++] = m->body;
         if (m->key) {
             argv[argc++] = "k";
@@ -294,81 +332,288 @@ static void produce_abort(struct ds_http_req *req, void *arg)
     op->req = NULL;
 }
 
-/* One message object (or the top-level request in single form) into m. */
-static int parse_msg(struct ds_http_req *req, const cJSON *o, struct pmsg *m, int top)
+/* Decoding of one produce request: the scan position in the body's copy, and where the next
+ * decoded string goes (decoded strings are never longer than their JSON text, so the copy's
+ * length is room enough for all of them). */
+struct pparse {
+    struct ds_http_req *req;
+    const char *start, *p, *end;
+    char *strs;
+    size_t room;
+};
+
+static int malformed(struct pparse *x)
 {
-    static const char *const fields[] = {"body", "key", "dedup_id", NULL};
-    char err[DS_JSON_ERR_MAX];
-    const cJSON *body = cJSON_GetObjectItemCaseSensitive(o, "body");
-    if (!top && (!cJSON_IsObject(o) || ds_json_only_fields(o, fields, err))) {
-        ds_http_reply_error(req, 400, "bad_request", "each message must be an object with "
-                                                     "body, key and dedup_id only");
-        return -1;
+    ds_http_reply_error(x->req, 400, "bad_request", "malformed JSON near byte %zu",
+                        (size_t)(x->p - x->start));
+    return -1;
+}
+
+/* A value that is well-formed but of the wrong kind gets msg; a malformed one says so. */
+static int wrong_kind(struct pparse *x, const char *msg)
+{
+    const char *e;
+    if (ds_js_skip(x->p, x->end, &e)) {
+        x->p = e;
+        return malformed(x);
     }
-    if (!body) {
-        ds_http_reply_error(req, 400, "bad_request", "field 'body' is required");
-        return -1;
-    }
-    if (ds_json_get_str(o, "key", false, MSG_KEY_MAX, &m->key, err) ||
-        ds_json_get_str(o, "dedup_id", false, DEDUP_MAX, &m->dedup, err)) {
-        ds_http_reply_error(req, 400, "bad_request", "%s", err);
-        return -1;
-    }
-    m->body = cJSON_PrintUnformatted(body);
-    if (!m->body) {
-        reply_unavailable(req, "out of memory");
-        return -1;
-    }
+    ds_http_reply_error(x->req, 400, "bad_request", "%s", msg);
+    return -1;
+}
+
+/* A member name and its ':' into name (cap bytes); "" for a name no field has. */
+static int pname(struct pparse *x, char *name, size_t cap)
+{
+    size_t len;
+    int rv = ds_js_string(x->p, x->end, name, cap, &len, &x->p);
+    if (rv == DS_JS_EINVAL)
+        return malformed(x);
+    if (rv != DS_JS_OK)
+        name[0] = '\0';
+    x->p = ds_js_ws(x->p, x->end);
+    if (x->p >= x->end || *x->p != ':')
+        return malformed(x);
+    x->p = ds_js_ws(x->p + 1, x->end);
     return 0;
+}
+
+/* After a member: ',' (1, at the next name), the container's close (0, past it) or -1. */
+static int pnext(struct pparse *x, char close)
+{
+    x->p = ds_js_ws(x->p, x->end);
+    if (x->p < x->end && *x->p == ',') {
+        x->p = ds_js_ws(x->p + 1, x->end);
+        return 1;
+    }
+    if (x->p < x->end && *x->p == close) {
+        x->p++;
+        return 0;
+    }
+    return malformed(x);
+}
+
+/* A string field of 1..maxlen bytes, decoded into the copy. */
+static int pstr(struct pparse *x, const char *field, size_t maxlen, const char **out)
+{
+    char msg[96];
+    if (*out) {
+        ds_http_reply_error(x->req, 400, "bad_request", "field '%s' given twice", field);
+        return -1;
+    }
+    if (x->p >= x->end || *x->p != '"') {
+        snprintf(msg, sizeof msg, "field '%s' must be a string", field);
+        return wrong_kind(x, msg);
+    }
+    size_t len;
+    int rv = ds_js_string(x->p, x->end, x->strs, x->room, &len, &x->p);
+    if (rv == DS_JS_ENUL) {
+        ds_http_reply_error(x->req, 400, "bad_request", "strings must not contain NUL (\\u0000)");
+        return -1;
+    }
+    if (rv != DS_JS_OK)
+        return malformed(x);
+    if (len == 0 || len > maxlen) {
+        ds_http_reply_error(x->req, 400, "bad_request", "field '%s' must be 1 to %zu bytes long",
+                            field, maxlen);
+        return -1;
+    }
+    *out = x->strs;
+    x->strs += len + 1;
+    x->room -= len + 1;
+    return 0;
+}
+
+static int pbody(struct pparse *x, struct pmsg *m)
+{
+    const char *e;
+    if (m->body) {
+        ds_http_reply_error(x->req, 400, "bad_request", "field 'body' given twice");
+        return -1;
+    }
+    if (x->p >= x->end || ds_js_skip(x->p, x->end, &e)) {
+        x->p = x->p < x->end ? e : x->p;
+        return malformed(x);
+    }
+    m->body = x->p;
+    m->body_len = (size_t)(e - x->p);
+    x->p = e;
+    return 0;
+}
+
+/* One member of a message (or of the single-form request) named name into m; 1 when name is
+ * not a message field. */
+static int pmsg_field(struct pparse *x, const char *name, struct pmsg *m)
+{
+    if (strcmp(name, "body") == 0)
+        return pbody(x, m);
+    if (strcmp(name, "key") == 0)
+        return pstr(x, "key", MSG_KEY_MAX, &m->key);
+    if (strcmp(name, "dedup_id") == 0)
+        return pstr(x, "dedup_id", DEDUP_MAX, &m->dedup);
+    return 1;
+}
+
+static const char messages_error[] =
+    "field 'messages' must be an array of 1..1000 message objects (and then body, key and "
+    "dedup_id belong inside them)";
+_Static_assert(BATCH_MAX == 1000, "messages_error names the batch limit");
+static const char message_error[] =
+    "each message must be an object with body, key and dedup_id only";
+
+/* The messages array into *v (realloc'd), *n messages. */
+static int pmessages(struct pparse *x, struct pmsg **v, size_t *n)
+{
+    size_t cap = 0;
+    if (x->p >= x->end || *x->p != '[')
+        return wrong_kind(x, messages_error);
+    x->p = ds_js_ws(x->p + 1, x->end);
+    if (x->p < x->end && *x->p == ']')
+        return wrong_kind(x, messages_error);
+    for (;;) {
+        if (*n == BATCH_MAX) {
+            ds_http_reply_error(x->req, 400, "bad_request", "%s", messages_error);
+            return -1;
+        }
+        if (x->p >= x->end || *x->p != '{')
+            return wrong_kind(x, message_error);
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            struct pmsg *nv = realloc(*v, cap * sizeof **v);
+            if (!nv) {
+                reply_unavailable(x->req, "out of memory");
+                return -1;
+            }
+            *v = nv;
+        }
+        struct pmsg *m = &(*v)[(*n)++];
+        memset(m, 0, sizeof *m);
+        x->p = ds_js_ws(x->p + 1, x->end);
+        if (x->p < x->end && *x->p != '}') {
+            for (int more = 1; more;) {
+                char name[16];
+                int rv;
+                if (pname(x, name, sizeof name) || (rv = pmsg_field(x, name, m)) < 0)
+                    return -1;
+                if (rv > 0) {
+                    ds_http_reply_error(x->req, 400, "bad_request", "%s", message_error);
+                    return -1;
+                }
+                if ((more = pnext(x, '}')) < 0)
+                    return -1;
+            }
+        } else if (x->p < x->end) {
+            x->p++;
+        }
+        if (!m->body) {
+            ds_http_reply_error(x->req, 400, "bad_request", "field 'body' is required");
+            return -1;
+        }
+        int more = pnext(x, ']');
+        if (more <= 0)
+            return more;
+    }
 }
 
 static struct produce_op *produce_parse(struct ds_queue_role *q, struct ds_http_req *req)
 {
-    static const char *const fields[] = {"queue", "messages", "body", "key", "dedup_id", NULL};
-    cJSON *o;
-    const char *queue;
-    if (parse_body(req, fields, &o))
+    size_t len = req->body_len;
+    if (len == 0) {
+        ds_http_reply_error(req, 400, "bad_request", "request body is empty: a JSON object is "
+                                                     "expected");
         return NULL;
-    if (get_name(req, o, "queue", &queue))
-        goto err;
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
-    int single = msgs == NULL;
-    if (!single && (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) < 1 ||
-                    cJSON_GetArraySize(msgs) > (int)BATCH_MAX ||
-                    cJSON_GetObjectItemCaseSensitive(o, "body") ||
-                    cJSON_GetObjectItemCaseSensitive(o, "key") ||
-                    cJSON_GetObjectItemCaseSensitive(o, "dedup_id"))) {
-        ds_http_reply_error(req, 400, "bad_request",
-                            "field 'messages' must be an array of 1..%u message objects (and "
-                            "then body, key and dedup_id belong inside them)", BATCH_MAX);
-        goto err;
     }
-    size_t n = single ? 1 : (size_t)cJSON_GetArraySize(msgs);
-    struct produce_op *op = calloc(1, sizeof *op + n * sizeof op->m[0]);
+    if (!ds_utf8_valid(req->body, len)) {
+        ds_http_reply_error(req, 400, "bad_request", "request body is not valid UTF-8");
+        return NULL;
+    }
+    char *text = malloc(2 * len + 1);
+    struct pmsg top = {0}, *v = NULL;
+    size_t n = 0;
+    const char *queue = NULL;
+    int have_msgs = 0;
+    if (!text) {
+        reply_unavailable(req, "out of memory");
+        return NULL;
+    }
+    memcpy(text, req->body, len);
+    text[len] = '\0';
+    struct pparse x = {.req = req, .start = text, .end = text + len, .strs = text + len + 1,
+                       .room = len};
+    x.p = ds_js_ws(text, x.end);
+    if (x.p >= x.end || *x.p != '{') {
+        wrong_kind(&x, "request body must be a JSON object");
+        goto fail;
+    }
+    x.p = ds_js_ws(x.p + 1, x.end);
+    if (x.p < x.end && *x.p == '}') {
+        x.p++;
+    } else {
+        for (int more = 1; more;) {
+            char name[72];
+            int rv;
+            if (pname(&x, name, sizeof name))
+                goto fail;
+            if (strcmp(name, "queue") == 0) {
+                rv = pstr(&x, "queue", DS_QROUTE_NAME_MAX, &queue);
+            } else if (strcmp(name, "messages") == 0) {
+                if (have_msgs) {
+                    ds_http_reply_error(req, 400, "bad_request", "field 'messages' given twice");
+                    goto fail;
+                }
+                have_msgs = 1;
+                rv = pmessages(&x, &v, &n);
+            } else if ((rv = pmsg_field(&x, name, &top)) > 0) {
+                ds_http_reply_error(req, 400, "bad_request", "unknown field '%.64s'", name);
+                goto fail;
+            }
+            if (rv || (more = pnext(&x, '}')) < 0)
+                goto fail;
+        }
+    }
+    x.p = ds_js_ws(x.p, x.end);
+    if (x.p != x.end) {
+        ds_http_reply_error(req, 400, "bad_request", "trailing data after the JSON value at "
+                                                     "byte %zu", (size_t)(x.p - text));
+        goto fail;
+    }
+    if (!queue) {
+        ds_http_reply_error(req, 400, "bad_request", "field 'queue' is required");
+        goto fail;
+    }
+    if (check_name(req, "queue", queue))
+        goto fail;
+    if (have_msgs && (top.body || top.key || top.dedup)) {
+        ds_http_reply_error(req, 400, "bad_request", "%s", messages_error);
+        goto fail;
+    }
+    if (!have_msgs && !top.body) {
+        ds_http_reply_error(req, 400, "bad_request", "field 'body' is required");
+        goto fail;
+    }
+    size_t count = have_msgs ? n : 1;
+    struct produce_op *op = calloc(1, sizeof *op + count * sizeof op->m[0]);
     if (!op) {
         reply_unavailable(req, "out of memory");
-        goto err;
+        goto fail;
     }
     op->q = q;
-    op->doc = o;
-    op->n = n;
-    op->single = single;
+    op->text = text;
+    op->n = count;
+    op->single = !have_msgs;
     snprintf(op->queue, sizeof op->queue, "%s", queue);
-    const cJSON *it = single ? o : msgs->child;
-    for (size_t i = 0; i < n; i++, it = it->next) {
+    memcpy(op->m, have_msgs ? v : &top, count * sizeof op->m[0]);
+    free(v);
+    for (size_t i = 0; i < count; i++) {
         struct pmsg *m = &op->m[i];
         m->op = op;
-        if (parse_msg(req, it, m, single)) {
-            produce_free(op);
-            return NULL;
-        }
         /* by key; else by dedup_id, so a retried duplicate finds the first one's shard */
         const char *route = m->key ? m->key : m->dedup;
         m->p = ds_qroute_partition(route, route ? strlen(route) : 0, q->partitions, q->rr++);
     }
     return op;
-err:
-    cJSON_Delete(o);
+fail:
+    free(v);
+    free(text);
     return NULL;
 }
 
@@ -447,8 +692,14 @@ static void consume_reply(struct qconsume *c)
 static void add_field(cJSON *msg, const char *f, size_t flen, const redisReply *v)
 {
     if (flen == 1 && f[0] == 'b') {
-        cJSON *body = cJSON_ParseWithLength(v->str, v->len);
-        cJSON_AddItemToObject(msg, "body", body ? body : cJSON_CreateNull());
+        /* the JSON text produce stored, passed through verbatim once checked (an entry written
+         * by something else that is not one JSON value reads as null) */
+        const char *e;
+        if (v->len && ds_js_skip(v->str, v->str + v->len, &e) == DS_JS_OK &&
+            e == v->str + v->len && strlen(v->str) == v->len)
+            cJSON_AddRawToObject(msg, "body", v->str);
+        else
+            cJSON_AddNullToObject(msg, "body");
     } else if (flen == 1 && f[0] == 'k') {
         cJSON_AddStringToObject(msg, "key", v->str);
     } else if (flen == 3 && memcmp(f, "oid", 3) == 0) {
@@ -504,16 +755,17 @@ static int send_consume(struct qconsume *c, struct qshard *s)
 {
     struct ds_queue_role *q = c->q;
     uint32_t P = q->partitions, off = (uint32_t)(q->rr++ % P);
-    size_t argc = 8 + 2 * (size_t)P;
+    size_t argc = 9 + 2 * (size_t)P;
     const char **argv = calloc(argc, sizeof *argv);
     size_t *lens = calloc(argc, sizeof *lens);
     char (*keys)[DS_QROUTE_KEY_MAX] = calloc(P, sizeof *keys);
     char (*parts)[12] = calloc(P, sizeof *parts);
-    char nkeys[12], max[24];
+    char nkeys[12], max[24], gkey[DS_QROUTE_KEY_MAX];
     int rv = DS_REDIS_ENOMEM;
     if (!argv || !lens || !keys || !parts)
         goto out;
-    snprintf(nkeys, sizeof nkeys, "%" PRIu32, P);
+    snprintf(nkeys, sizeof nkeys, "%" PRIu32, P + 1);
+    ds_qroute_groups_key(c->queue, gkey, sizeof gkey);
     snprintf(max, sizeof max, "%" PRIu64, c->max - c->got);
     size_t a = 0;
     argv[a++] = "EVAL";
@@ -525,6 +777,7 @@ static int send_consume(struct qconsume *c, struct qshard *s)
         snprintf(parts[i], sizeof parts[i], "%" PRIu32, p);
         argv[a++] = keys[i];
     }
+    argv[a++] = gkey;
     argv[a++] = c->group;
     argv[a++] = c->rname;
     argv[a++] = max;

@@ -283,6 +283,19 @@ void ds_redis_free(struct ds_redis *r)
     free(r);
 }
 
+/* v in decimal at p; returns the end. */
+static char *put_u64(char *p, uint64_t v)
+{
+    char t[20];
+    int n = 0;
+    do
+        t[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (n)
+        *p++ = t[--n];
+    return p;
+}
+
 int ds_redis_command(struct ds_redis *r, ds_redis_cb *cb, void *arg, int argc, const char **argv,
                      const size_t *lens)
 {
@@ -295,7 +308,35 @@ int ds_redis_command(struct ds_redis *r, ds_redis_cb *cb, void *arg, int argc, c
     c->cb = cb;
     c->arg = arg;
     c->deadline_ms = now_ms() + r->timeout_ms;
-    if (redisAsyncCommandArgv(r->ac, reply_cb, c, argc, argv, lens) != REDIS_OK) {
+    /* RESP written here in one pass (hiredis' own formatter builds it with sds printf calls,
+     * a measurable share of a produce) */
+    size_t total = 16;
+    for (int i = 0; i < argc; i++)
+        total += lens[i] + 32; /* "$", up to 20 digits, two CRLFs */
+    char small[2048], *buf = total <= sizeof small ? small : malloc(total);
+    if (!buf) {
+        free(c);
+        return DS_REDIS_ENOMEM;
+    }
+    char *p = buf;
+    *p++ = '*';
+    p = put_u64(p, (uint64_t)argc);
+    for (int i = 0; i < argc; i++) {
+        *p++ = '\r';
+        *p++ = '\n';
+        *p++ = '$';
+        p = put_u64(p, lens[i]);
+        *p++ = '\r';
+        *p++ = '\n';
+        memcpy(p, argv[i], lens[i]);
+        p += lens[i];
+    }
+    *p++ = '\r';
+    *p++ = '\n';
+    int rv = redisAsyncFormattedCommand(r->ac, reply_cb, c, buf, (size_t)(p - buf));
+    if (buf != small)
+        free(buf);
+    if (rv != REDIS_OK) {
         free(c);
         return DS_REDIS_EDOWN;
     }

@@ -219,6 +219,30 @@ static void every_error_code_has_a_distinct_message(void)
     CHECK(strcmp(ok, inval) && strcmp(inval, range) && strcmp(range, other) && strcmp(ok, range));
 }
 
+/* Keys are built without snprintf: each fits exactly when the buffer has room for it and its NUL,
+ * and is DS_QROUTE_ERANGE (nothing written past the buffer) when it has not. */
+static void keys_fit_exactly_or_are_erange(void)
+{
+    for (size_t len = 0; len < 40; len++) {
+        char ref[64], buf[64];
+        memset(buf, 'x', sizeof buf);
+        snprintf(ref, sizeof ref, "dsq:{%s}:%u", "orders", 1234u);
+        int rv = ds_qroute_stream_key("orders", 1234, buf, len);
+        CHECKF(strlen(ref) < len ? rv == 0 && strcmp(buf, ref) == 0 : rv == DS_QROUTE_ERANGE,
+               "stream key in %zu bytes", len);
+        CHECK(buf[len] == 'x');
+        snprintf(ref, sizeof ref, "%08x.%u.", 0x0eadbeefu, 77u);
+        rv = ds_qroute_id_prefix(0x0eadbeef, 77, buf, len);
+        CHECKF(strlen(ref) < len ? rv == 0 && strcmp(buf, ref) == 0 : rv == DS_QROUTE_ERANGE,
+               "id prefix in %zu bytes", len);
+        snprintf(ref, sizeof ref, "orders/%u", 4294967295u);
+        rv = ds_qroute_ring_key("orders.dlq", 4294967295u, buf, len);
+        CHECKF(strlen(ref) < len ? rv == 0 && strcmp(buf, ref) == 0 : rv == DS_QROUTE_ERANGE,
+               "ring key in %zu bytes", len);
+        CHECK(buf[len] == 'x');
+    }
+}
+
 int main(void)
 {
     const char *s = getenv("DS_SEED");
@@ -230,6 +254,7 @@ int main(void)
     RUN(keys_spread_evenly_over_partitions);
     RUN(the_dead_letter_queue_shares_the_ring_keys_of_its_queue);
     RUN(stream_keys_follow_the_documented_naming);
+    RUN(keys_fit_exactly_or_are_erange);
     RUN(names_are_letters_digits_dot_underscore_dash);
     RUN(ids_round_trip_through_prefix_and_parse);
     RUN(malformed_ids_are_refused);
