@@ -93,6 +93,30 @@ class QueueApiTest(queueutil.QueueCase):
         self.assertGreater(m.value("dsyncd_queue_produce_seconds_count"), 0)
         setup.close()
 
+    def test_a_group_sees_messages_another_group_acked_before_its_first_read_of_a_stream(self):
+        # both groups consume before the produce (the stream does not exist yet), g1 reads and
+        # acks everything, and housekeeping runs for longer than the trim grace: g2 must still
+        # get every message (the groups are registered and created on new streams before any
+        # trim).  A regression: streams made after a group's first consume lacked the group, so
+        # entries acked by the other group were trimmed under it.
+        node = self.start_queue(partitions=1, housekeeping_ms=100)
+        c = queueutil.Client(node)
+        try:
+            self.assertEqual(c.consume("late", "g1", "setup"), [])
+            self.assertEqual(c.consume("late", "g2", "setup"), [])
+            ids = [c.produce("late", [{"body": {"n": n}}]).json()["ids"][0] for n in range(3)]
+            got1 = c.consume("late", "g1", "a", max=10)
+            self.assertEqual(c.ack("late", "g1", [m["id"] for m in got1]), 3)
+        finally:
+            c.close()
+        time.sleep(5.6)  # past the 5 s trim grace, many housekeeping passes
+        c = queueutil.Client(node)
+        try:
+            got2 = c.consume("late", "g2", "b", max=10)
+        finally:
+            c.close()
+        self.assertEqual(sorted(m["id"] for m in got2), sorted(ids))
+
     def test_dedup_id_suppresses_a_second_message(self):
         node = self.start_queue()
         c = queueutil.Client(node)

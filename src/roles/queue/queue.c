@@ -197,17 +197,20 @@ static void reap(struct ds_queue_role *q, struct qshard *s, const char *queue)
     char max[24];
     snprintf(max, sizeof max, "%" PRIu64, q->max_deliveries);
     for (uint32_t p = 0; p < q->partitions; p++) {
-        char key[DS_QROUTE_KEY_MAX], dkey[DS_QROUTE_KEY_MAX], prefix[32];
+        char key[DS_QROUTE_KEY_MAX], dkey[DS_QROUTE_KEY_MAX], gkey[DS_QROUTE_KEY_MAX];
+        char prefix[32];
         ds_qroute_stream_key(queue, p, key, sizeof key);
         ds_qroute_stream_key(dlq, p, dkey, sizeof dkey);
+        ds_qroute_groups_key(queue, gkey, sizeof gkey);
         ds_qroute_id_prefix(s->tag, p, prefix, sizeof prefix);
-        const char *argv[] = {"EVAL", ds_qlua_reap, "3", key, dkey, DS_QUEUE_REGISTRY, max,
-                              DS_QUEUE_BIG_IDLE, isdlq ? "1" : "0", dlq, prefix, REAP_BUDGET,
-                              MIN_VISIBILITY};
-        size_t lens[13];
-        for (int i = 0; i < 13; i++)
+        const char *argv[] = {"EVAL", ds_qlua_reap, "4", key, dkey, DS_QUEUE_REGISTRY, gkey,
+                              max, DS_QUEUE_BIG_IDLE, isdlq ? "1" : "0", dlq, prefix,
+                              REAP_BUDGET, MIN_VISIBILITY, DS_QUEUE_TRIM_GRACE_MS};
+        enum { ARGC = sizeof argv / sizeof argv[0] };
+        size_t lens[ARGC];
+        for (int i = 0; i < ARGC; i++)
             lens[i] = strlen(argv[i]);
-        if (ds_redis_command(s->r, reap_cb, q, 13, argv, lens) == 0)
+        if (ds_redis_command(s->r, reap_cb, q, ARGC, argv, lens) == 0)
             q->hk_inflight++;
     }
 }

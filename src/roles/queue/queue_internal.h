@@ -16,6 +16,7 @@
 #define DS_QUEUE_BIG_IDLE "100000000000" /* idle of a message released for redelivery (ms) */
 #define DS_QUEUE_BIG_IDLE_MS UINT64_C(100000000000)
 #define DS_QUEUE_REGISTRY "dsq:queues"
+#define DS_QUEUE_TRIM_GRACE_MS "5000" /* acked entries are kept at least this long */
 
 struct ds_node;
 struct ds_redis;
