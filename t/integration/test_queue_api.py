@@ -117,6 +117,31 @@ class QueueApiTest(queueutil.QueueCase):
             c.close()
         self.assertEqual(sorted(m["id"] for m in got2), sorted(ids))
 
+    def test_a_long_poll_is_woken_by_a_message_produced_through_another_node(self):
+        a = self.start_queue(node_id="q1")
+        b = self.start_queue(node_id="q2")
+        ca, cb = queueutil.Client(a), queueutil.Client(b)
+        got = {}
+        try:
+            self.assertEqual(ca.consume("xnode", "g", "w"), [])  # the group exists
+
+            def wait():
+                t0 = time.monotonic()
+                got["msgs"] = ca.consume("xnode", "g", "w", max=1, wait_ms=8000)
+                got["s"] = time.monotonic() - t0
+            t = threading.Thread(target=wait)
+            t.start()
+            time.sleep(0.5)  # the consume is waiting, and a's XREAD is blocked on its streams
+            cb.produce("xnode", [{"body": {"n": 1}}])
+            t.join(10)
+        finally:
+            ca.close()
+            cb.close()
+        self.assertEqual([m["body"] for m in got.get("msgs", [])], [{"n": 1}])
+        self.assertLess(got["s"], 8, "the long poll was not woken by the message")
+        # a's blocking XREAD (its own connection per shard) saw the message, not only its poll
+        self.assertGreaterEqual(a.metrics().value("dsyncd_queue_watch_wakeups_total"), 1)
+
     def test_dedup_id_suppresses_a_second_message(self):
         node = self.start_queue()
         c = queueutil.Client(node)

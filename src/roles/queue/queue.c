@@ -306,6 +306,8 @@ static int register_metrics(struct ds_queue_role *q)
          "Messages moved to a dead-letter queue (by this node)"},
         {offsetof(struct ds_queue_role, m_trimmed), "dsyncd_queue_trimmed_total",
          "Acked stream entries trimmed (by this node)"},
+        {offsetof(struct ds_queue_role, m_watch_wakeups), "dsyncd_queue_watch_wakeups_total",
+         "Streams in which a blocking XREAD saw new messages for waiting consumers"},
     };
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
         struct ds_metric **slot = (struct ds_metric **)(void *)((char *)q + counters[i].off);
@@ -354,8 +356,9 @@ static int queue_start(struct ds_node *node, char *err)
         snprintf(err, 512, "out of memory");
         return rv;
     }
-    if ((rv = start_shards(q, err)) || (rv = ds_gossip_start(node, NULL, &q->gossip, err)))
-        return rv;
+    if ((rv = start_shards(q, err)) || ds_queue_watch_start(q, err) ||
+        (rv = ds_gossip_start(node, NULL, &q->gossip, err)))
+        return rv ? rv : EINVAL;
     q->hk_timer = event_new(node->base, -1, EV_PERSIST, hk_tick, q);
     uint64_t ms = c->queue_housekeeping_ms;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
@@ -414,6 +417,7 @@ static void queue_free(struct ds_node *node)
     if (!q)
         return;
     q->stopping = 1;
+    ds_queue_watch_free(q);
     for (size_t i = 0; i < q->nshards; i++)
         ds_redis_free(q->shards[i].r); /* fails every command still in flight */
     ds_queue_api_free(q);

@@ -22,7 +22,7 @@
 #define WAIT_MAX_MS 30000u     /* longest consume long poll */
 #define VISIBILITY_MAX_MS 43200000u
 #define DELAY_MAX_MS 43200000u
-#define POLL_MS 100u           /* a long poll looks again this often (and at once on a local produce) */
+#define POLL_MS 100u /* a long poll looks again this often (at once on a produce, qwatch.c) */
 
 static uint64_t now_ns(void)
 {
@@ -808,6 +808,7 @@ static void scan_done(struct qconsume *c)
         c->waiting = 1;
         c->next = q->waiters;
         q->waiters = c;
+        ds_queue_watch_kick(q);
     }
     uint64_t ms = c->deadline_ms - now < POLL_MS ? c->deadline_ms - now : POLL_MS;
     struct timeval tv = {0, (suseconds_t)ms * 1000};
@@ -842,6 +843,24 @@ static void consume_timer(evutil_socket_t fd, short what, void *arg)
     struct qconsume *c = arg;
     if (!c->scanning)
         scan_start(c);
+}
+
+size_t ds_queue_waiting(struct ds_queue_role *q, const char **out, size_t max)
+{
+    size_t n = 0;
+    for (struct qconsume *c = q->waiters; c && n < max; c = c->next) {
+        size_t i = 0;
+        while (i < n && strcmp(out[i], c->queue) != 0)
+            i++;
+        if (i == n)
+            out[n++] = c->queue;
+    }
+    return n;
+}
+
+void ds_queue_wake(struct ds_queue_role *q, const char *queue)
+{
+    wake_waiters(q, queue);
 }
 
 static void wake_waiters(struct ds_queue_role *q, const char *queue)

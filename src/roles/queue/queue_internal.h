@@ -24,12 +24,15 @@ struct ds_ring;
 struct ds_gossip;
 struct qconsume;
 
+struct qwatch;
+
 struct qshard {
     struct ds_queue_role *q;
     char addr[128];
     uint32_t tag;
     size_t ring_idx;
     struct ds_redis *r;
+    struct qwatch *watch; /* qwatch.c */
 };
 
 struct ds_queue_role {
@@ -53,7 +56,7 @@ struct ds_queue_role {
     size_t hk_nlast;
     int stopping;
     struct ds_metric *m_produced, *m_duplicates, *m_consumed, *m_acked, *m_nacked;
-    struct ds_metric *m_redelivered, *m_dead, *m_trimmed;
+    struct ds_metric *m_redelivered, *m_dead, *m_trimmed, *m_watch_wakeups;
     struct ds_metric *h_produce, *h_consume, *h_ack;
 };
 
@@ -63,6 +66,22 @@ int ds_queue_api_routes(struct ds_queue_role *q);
 /* Answer every long poll at once (stop), and free the waiters (free). */
 void ds_queue_api_stop(struct ds_queue_role *q);
 void ds_queue_api_free(struct ds_queue_role *q);
+
+/* Long-poll wake-ups (queue_api.c): wake the consumers waiting on queue, and list the distinct
+ * queues consumers wait on (at most max, borrowed until the next change of the waiters). */
+void ds_queue_wake(struct ds_queue_role *q, const char *queue);
+size_t ds_queue_waiting(struct ds_queue_role *q, const char **out, size_t max);
+
+/* Blocking reads on connections of their own (qwatch.c): per shard, one XREAD BLOCK on the
+ * partition streams of the queues consumers wait on here, so a produce through any queue node
+ * wakes them within a round trip (one through this node wakes them directly).  Consumers still
+ * look again every poll interval for redeliveries and nacks, which XREAD does not see, and for a
+ * queue that began waiting while the XREAD in flight did not cover it (it is reissued within
+ * min(1 s, [queue] redis_timeout_ms / 2)).  start: connect (err: 512 bytes); kick: issue where
+ * idle; free: close. */
+int ds_queue_watch_start(struct ds_queue_role *q, char *err);
+void ds_queue_watch_kick(struct ds_queue_role *q);
+void ds_queue_watch_free(struct ds_queue_role *q);
 
 /* The shard with this tag, or NULL. */
 struct qshard *ds_queue_shard_by_tag(struct ds_queue_role *q, uint32_t tag);
