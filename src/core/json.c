@@ -3,9 +3,12 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/buf.h"
 
 bool ds_utf8_valid(const char *buf, size_t len)
 {
@@ -223,12 +226,142 @@ int ds_json_get_bool(const cJSON *obj, const char *name, bool required, bool *ou
     return DS_JSON_OK;
 }
 
+/* ------------------------------------------------------------------ printing
+ *
+ * The same bytes as cJSON_PrintUnformatted (t/unit/lock/test_lock_json.c compares them), without
+ * its sprintf + sscanf round trip for whole numbers, which is most of what answers carry. */
+
+/* Whole numbers below 10^15 print as their digits under every cJSON version ("%d" or "%1.15g");
+ * zero only when positive (-0.0 prints as "-0" or "0" depending on the version). */
+#define PRINT_WHOLE_MAX 1e15
+
+static void print_u64(struct ds_buf *b, uint64_t v)
+{
+    char d[20];
+    size_t n = 0;
+    do {
+        d[sizeof d - ++n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    ds_buf_add(b, d + sizeof d - n, n);
+}
+
+/* Whole numbers directly; anything else (fractions, large, -0.0, NaN) as cJSON prints item, or a
+ * number item made for d when item is NULL. */
+static int print_number(struct ds_buf *b, double d, const cJSON *item)
+{
+    if (d > -PRINT_WHOLE_MAX && d < PRINT_WHOLE_MAX && d == (double)(int64_t)d &&
+        !(d == 0 && signbit(d))) {
+        if (d < 0)
+            ds_buf_add(b, "-", 1);
+        print_u64(b, (uint64_t)(d < 0 ? -d : d));
+        return 0;
+    }
+    cJSON *own = item ? NULL : cJSON_CreateNumber(d);
+    char *s = cJSON_PrintUnformatted(item ? item : own); /* a number prints without siblings */
+    cJSON_Delete(own);
+    if (!s)
+        return -1;
+    ds_buf_add(b, s, strlen(s));
+    cJSON_free(s);
+    return 0;
+}
+
+int ds_json_put_number(struct ds_buf *b, double d)
+{
+    return print_number(b, d, NULL);
+}
+
+/* cJSON's print_string_ptr: NULL prints as "", control characters are escaped, bytes >= 0x80
+ * pass through. */
+void ds_json_put_str(struct ds_buf *b, const char *s)
+{
+    ds_buf_add(b, "\"", 1);
+    if (s) {
+        const unsigned char *p = (const unsigned char *)s, *run = p;
+        for (; *p; p++) {
+            if (*p >= 0x20 && *p != '"' && *p != '\\')
+                continue;
+            ds_buf_add(b, run, (size_t)(p - run));
+            run = p + 1;
+            static const char hex[] = "0123456789abcdef";
+            char out[6] = {'\\', (char)*p};
+            size_t n = 2;
+            switch (*p) {
+            case '\b': out[1] = 'b'; break;
+            case '\f': out[1] = 'f'; break;
+            case '\n': out[1] = 'n'; break;
+            case '\r': out[1] = 'r'; break;
+            case '\t': out[1] = 't'; break;
+            case '"': case '\\': break;
+            default:
+                memcpy(out + 1, "u00", 3);
+                out[4] = hex[*p >> 4];
+                out[5] = hex[*p & 15];
+                n = 6;
+            }
+            ds_buf_add(b, out, n);
+        }
+        ds_buf_add(b, run, (size_t)(p - run));
+    }
+    ds_buf_add(b, "\"", 1);
+}
+
+/* cJSON's print_value, unformatted; -1 where cJSON fails (invalid type, raw without text). */
+static int print_value(struct ds_buf *b, const cJSON *item)
+{
+    switch (item->type & 0xFF) {
+    case cJSON_NULL:
+        ds_buf_add(b, "null", 4);
+        return 0;
+    case cJSON_False:
+        ds_buf_add(b, "false", 5);
+        return 0;
+    case cJSON_True:
+        ds_buf_add(b, "true", 4);
+        return 0;
+    case cJSON_Number:
+        return print_number(b, item->valuedouble, item);
+    case cJSON_Raw:
+        if (!item->valuestring)
+            return -1;
+        ds_buf_add(b, item->valuestring, strlen(item->valuestring));
+        return 0;
+    case cJSON_String:
+        ds_json_put_str(b, item->valuestring);
+        return 0;
+    case cJSON_Array:
+    case cJSON_Object: {
+        int object = (item->type & 0xFF) == cJSON_Object;
+        ds_buf_add(b, object ? "{" : "[", 1);
+        for (const cJSON *c = item->child; c; c = c->next) {
+            if (object) {
+                ds_json_put_str(b, c->string);
+                ds_buf_add(b, ":", 1);
+            }
+            if (print_value(b, c))
+                return -1;
+            if (c->next)
+                ds_buf_add(b, ",", 1);
+        }
+        ds_buf_add(b, object ? "}" : "]", 1);
+        return 0;
+    }
+    default:
+        return -1;
+    }
+}
+
 char *ds_json_print(const cJSON *obj, size_t *len)
 {
-    char *s = cJSON_PrintUnformatted(obj);
-    if (s && len)
-        *len = strlen(s);
-    return s;
+    struct ds_buf b = {0};
+    if (!obj || print_value(&b, obj) || b.oom) {
+        ds_buf_free(&b);
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return b.p;
 }
 
 size_t ds_json_error_body(char *buf, size_t buflen, const char *code, const char *message)

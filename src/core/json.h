@@ -39,8 +39,15 @@ int ds_json_get_bool(const cJSON *obj, const char *name, bool required, bool *ou
 /* A decimal whole number with nothing else (no sign, no spaces, no overflow): 0, else -1. */
 int ds_parse_u64(const char *s, uint64_t *out);
 
-/* Print obj compactly into a malloc'd string (caller frees with free); NULL on allocation failure. */
+/* Print obj compactly into a malloc'd string (caller frees with free); NULL on allocation failure
+ * (or where cJSON_PrintUnformatted fails: the bytes are the same as its). */
 char *ds_json_print(const cJSON *obj, size_t *len);
+
+/* Writers for answers built without a cJSON tree, byte for byte as ds_json_print would print the
+ * same value: a string (NULL as ""), and a number (-1 only when out of memory). */
+struct ds_buf;
+void ds_json_put_str(struct ds_buf *b, const char *s);
+int ds_json_put_number(struct ds_buf *b, double d);
 
 /* The error body of DESIGN.md §3: {"error":{"code":code,"message":message}} into buf (always
  * NUL-terminated, message escaped).  Returns the length written. */

@@ -411,22 +411,44 @@ int ds_peer_outstanding(const struct ds_peer *p)
     return p->outstanding;
 }
 
+/* Copy n bytes of s to *p and move *p past them. */
+static void put(char **p, const void *s, size_t n)
+{
+    memcpy(*p, s, n);
+    *p += n;
+}
+
 static struct evbuffer *build_request(struct ds_peer *p, const char *method, const char *path,
                                       const char *ctype, const void *body, size_t len)
 {
     struct ds_auth_headers ah;
     if (ds_auth_sign(p->pool->auth, method, path, p->pool->node, wall_ms(), body, len, &ah))
         return NULL;
+    char clen[24];
+    snprintf(clen, sizeof clen, "%zu", len);
+    const char *parts[] = {method, " ", path, " HTTP/1.1\r\nHost: ", p->host, ":", p->port,
+                           "\r\nContent-Type: ", ctype, "\r\nContent-Length: ", clen,
+                           "\r\nX-Dsync-Node: ", p->pool->node, "\r\nX-Dsync-Time: ", ah.time,
+                           "\r\nX-Dsync-Nonce: ", ah.nonce, "\r\nX-Dsync-Mac: ", ah.mac,
+                           "\r\n\r\n"};
+    enum { NPARTS = sizeof parts / sizeof parts[0] };
+    size_t lens[NPARTS], head = 0;
+    for (size_t i = 0; i < NPARTS; i++)
+        head += lens[i] = strlen(parts[i]);
     struct evbuffer *b = evbuffer_new();
-    if (!b)
+    struct evbuffer_iovec vec;
+    if (!b || evbuffer_reserve_space(b, (ev_ssize_t)(head + len), &vec, 1) != 1) {
+        if (b)
+            evbuffer_free(b);
         return NULL;
-    int rv = evbuffer_add_printf(b,
-                                 "%s %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: %s\r\n"
-                                 "Content-Length: %zu\r\nX-Dsync-Node: %s\r\nX-Dsync-Time: %s\r\n"
-                                 "X-Dsync-Nonce: %s\r\nX-Dsync-Mac: %s\r\n\r\n",
-                                 method, path, p->host, p->port, ctype, len, p->pool->node,
-                                 ah.time, ah.nonce, ah.mac);
-    if (rv < 0 || (len && evbuffer_add(b, body, len))) {
+    }
+    char *w = vec.iov_base;
+    for (size_t i = 0; i < NPARTS; i++)
+        put(&w, parts[i], lens[i]);
+    if (len)
+        put(&w, body, len);
+    vec.iov_len = head + len;
+    if (evbuffer_commit_space(b, &vec, 1)) {
         evbuffer_free(b);
         return NULL;
     }

@@ -23,6 +23,10 @@
 #define KIND_ADDR 1
 #define TICK_MS 10
 #define MAX_BATCH_MSGS 4096
+/* One AppendEntries in flight per follower: what is proposed meanwhile goes out in one request
+ * when the answer comes, so each peer exchange (HMAC, TLS record, follower fsync) carries a
+ * round trip's worth of entries instead of one loop iteration's. */
+#define MAX_INFLIGHT 1
 
 struct member {
     uint64_t id;
@@ -330,8 +334,11 @@ static void process_cb(evutil_socket_t fd, short what, void *arg)
         struct ds_raft_ready rd;
         if (ds_raft_ready(rn->raft, &rd))
             break;
+        if (rd.send_first) /* the followers write while this node does (raft.h) */
+            send_msgs(rn, &rd);
         persist(rn, &rd);
-        send_msgs(rn, &rd);
+        if (!rd.send_first)
+            send_msgs(rn, &rd);
         if (rd.has_snapshot) {
             if (rn->ops->restore(rn->app, rd.snap_data, rd.snap_len)) {
                 ds_log(DS_LOG_ERROR, "cannot restore the snapshot received from the leader", NULL);
@@ -606,6 +613,7 @@ static int open_storage(struct ds_raft_node *rn, struct ds_raft_membership *boot
     o.election_min_ms = (uint32_t)c->election_min_ms;
     o.election_max_ms = (uint32_t)c->election_max_ms;
     o.heartbeat_ms = (uint32_t)c->heartbeat_ms;
+    o.max_inflight = MAX_INFLIGHT;
     o.seed = rn->node->boot_id ^ rn->id;
     rv = ds_raft_create(&o, &d, raft);
     ds_raft_storage_load_free(&ld);

@@ -18,6 +18,7 @@ struct progress {
     uint8_t active;     /* heard from since the last check-quorum round */
     uint64_t pending_snap, snap_sent_at;
     uint64_t read_ack; /* highest ReadIndex round this follower confirmed */
+    uint64_t commit_sent; /* leader commit index in the last AppendEntries sent */
     uint32_t n_inflight, inflight_head;
     uint64_t inflight[DS_RAFT_MAX_INFLIGHT]; /* last index of each pipelined AppendEntries */
 };
@@ -569,7 +570,7 @@ static int send_append(struct ds_raft *r, struct progress *pr, int send_empty)
     }
     m->index = prev;
     m->log_term = prev_term;
-    m->commit = r->commit;
+    m->commit = pr->commit_sent = r->commit;
     m->n_entries = n;
     m->entries = copy;
     if (pr->state == PR_PROBE)
@@ -764,6 +765,8 @@ static void leader_on_append_resp(struct ds_raft *r, struct progress *pr,
         return;
     while (send_append(r, pr, 0) && pr->state == PR_REPLICATE)
         ;
+    if (pr->commit_sent < r->commit) /* it was paused when the commit index last moved */
+        send_append(r, pr, 1);
     maybe_send_timeout_now(r, pr);
 }
 
@@ -1272,6 +1275,20 @@ int ds_raft_has_ready(const struct ds_raft *r)
             r->n_done_reads || r->role != r->last_role || r->leader != r->last_leader);
 }
 
+/* 1 when no message of the outbox needs this node's batch on disk first: what a leader sends to
+ * replicate (entries, heartbeats, snapshots, TimeoutNow) and refusals.  An accepted
+ * APPEND_RESP or a granted vote speaks for this node's disk. */
+static int msgs_need_no_disk(const struct ds_raft *r)
+{
+    for (size_t i = 0; i < r->n_out; i++) {
+        const struct ds_raft_msg *m = &r->out[i];
+        if (m->type != DS_RAFT_MSG_APPEND && m->type != DS_RAFT_MSG_HEARTBEAT &&
+            m->type != DS_RAFT_MSG_SNAPSHOT && m->type != DS_RAFT_MSG_TIMEOUT_NOW && !m->reject)
+            return 0;
+    }
+    return 1;
+}
+
 int ds_raft_ready(struct ds_raft *r, struct ds_raft_ready *rd)
 {
     if (r->in_ready)
@@ -1303,6 +1320,8 @@ int ds_raft_ready(struct ds_raft *r, struct ds_raft_ready *rd)
     }
     rd->reads = r->done_reads;
     rd->n_reads = r->n_done_reads;
+    rd->send_first = r->role == DS_RAFT_LEADER && !rd->has_hard_state && !rd->has_snapshot &&
+                     !rd->truncate_from && msgs_need_no_disk(r);
     rd->soft_changed = r->role != r->last_role || r->leader != r->last_leader;
     rd->role = r->role;
     rd->term = r->term;

@@ -126,7 +126,14 @@ struct ds_raft_read_state {
  * log; else if truncate_from != 0, drop stored entries >= truncate_from; (2) append entries;
  * (3) if has_hard_state, persist hs; one fsync covers (1)-(3); (4) send msgs; (5) restore the
  * snapshot into the state machine if has_snapshot, then apply committed; (6) serve reads;
- * (7) ds_raft_advance().  Between ready() and advance() the core accepts no input (EBUSY). */
+ * (7) ds_raft_advance().  Between ready() and advance() the core accepts no input (EBUSY).
+ *
+ * When send_first is set, (4) may come before (1)-(3): the batch is a leader's, changes no term,
+ * vote, snapshot or truncation, and its messages claim nothing about this node's disk (they are
+ * AppendEntries, heartbeats, snapshots, TimeoutNow or refusals).  The followers then write the
+ * entries while the leader does (dissertation §10.2.1).  The leader counts its own log towards a
+ * commit (§5.4.2) only through answers it steps after advance(), so only once the entries it
+ * sent are durable here too. */
 struct ds_raft_ready {
     int has_hard_state;
     struct ds_raft_hard_state hs;
@@ -143,6 +150,7 @@ struct ds_raft_ready {
     const struct ds_raft_entry *committed;
     size_t n_reads;
     const struct ds_raft_read_state *reads;
+    int send_first;   /* msgs may be sent before persisting (see above) */
     int soft_changed; /* role or leader changed since the last batch */
     int role;
     uint64_t term, leader, commit;

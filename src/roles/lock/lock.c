@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/buf.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/node.h"
@@ -135,11 +136,20 @@ static uint64_t wall_ms(void)
 
 static int bound_ids; /* client auth on: client ids carry their identity */
 
+/* snprintf(dst, size, "%s", src) without the formatting machinery (hot path). */
+static size_t copy_str(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src), k = n < size ? n : size - 1;
+    memcpy(dst, src, k);
+    dst[k] = 0;
+    return n;
+}
+
 /* The client id the table uses for req's client; 400 (and -1) when it does not fit. */
 static int owner_id(struct ds_http_req *req, const char *client, char *out)
 {
     int n = bound_ids ? snprintf(out, DS_LOCK_NAME_MAX + 1, "%s:%s", req->identity, client)
-                      : snprintf(out, DS_LOCK_NAME_MAX + 1, "%s", client);
+                      : (int)copy_str(out, DS_LOCK_NAME_MAX + 1, client);
     if (n >= 0 && n <= DS_LOCK_NAME_MAX)
         return 0;
     ds_http_reply_error(req, 400, "bad_request", "field 'client_id' is too long: with the "
@@ -238,24 +248,88 @@ static void reply_unavailable(struct ds_http_req *req, const char *why)
     ds_http_reply_error(req, 503, "unavailable", "%s", why);
 }
 
+/* ---- answers on the write path, written without a cJSON tree (the same bytes as one) */
+
+#define PUT(b, lit) ds_buf_add((b), (lit), sizeof(lit) - 1)
+
+static void put_number(struct ds_buf *b, double d)
+{
+    if (ds_json_put_number(b, d))
+        b->oom = 1;
+}
+
+/* sep, then what add_client adds. */
+static void put_client(struct ds_buf *b, const char *sep, const char *stored)
+{
+    ds_buf_add(b, sep, strlen(sep));
+    const char *colon = bound_ids ? strchr(stored, ':') : NULL;
+    if (colon) {
+        char who[DS_LOCK_NAME_MAX + 1];
+        snprintf(who, sizeof who, "%.*s", (int)(colon - stored), stored);
+        PUT(b, "\"identity\":");
+        ds_json_put_str(b, who);
+        PUT(b, ",");
+        stored = colon + 1;
+    }
+    PUT(b, "\"client_id\":");
+    ds_json_put_str(b, stored);
+}
+
+/* What add_token adds, after the quoted name and colon in key. */
+static void put_token(struct ds_buf *b, const char *key, uint64_t token)
+{
+    ds_buf_add(b, key, strlen(key));
+    if (token <= (1ull << 53)) {
+        put_number(b, (double)token);
+    } else {
+        char s[24];
+        snprintf(s, sizeof s, "%" PRIu64, token);
+        ds_json_put_str(b, s);
+    }
+}
+
+static void reply_buf(struct ds_http_req *req, int status, struct ds_buf *b)
+{
+    if (b->oom)
+        ds_http_reply_error(req, 500, "internal", "out of memory");
+    else
+        ds_http_reply(req, status, "application/json", b->p, b->len);
+    ds_buf_free(b);
+}
+
 static void reply_granted(struct ds_http_req *req, const char *resource, const char *client,
                           uint8_t mode, uint64_t token, uint64_t deadline,
                           const struct ds_lock_list *holders, int replayed, int refreshed)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddBoolToObject(o, "granted", 1);
-    cJSON_AddStringToObject(o, "resource", resource);
-    add_client(o, client);
-    cJSON_AddStringToObject(o, "mode", ds_lock_mode_name(mode));
-    add_token(o, "token", token);
-    cJSON_AddNumberToObject(o, "lease_expires_at_ms", (double)deadline);
-    if (holders)
-        cJSON_AddItemToObject(o, "holders", entries_json(holders, 1));
+    struct ds_buf b = {0};
+    PUT(&b, "{\"granted\":true,\"resource\":");
+    ds_json_put_str(&b, resource);
+    put_client(&b, ",", client);
+    PUT(&b, ",\"mode\":");
+    ds_json_put_str(&b, ds_lock_mode_name(mode));
+    put_token(&b, ",\"token\":", token);
+    PUT(&b, ",\"lease_expires_at_ms\":");
+    put_number(&b, (double)deadline);
+    if (holders) { /* entries_json(holders, 1) */
+        PUT(&b, ",\"holders\":[");
+        for (size_t i = 0; i < holders->n; i++) {
+            const struct ds_lock_entry *e = &holders->v[i];
+            put_client(&b, i ? ",{" : "{", e->client_id);
+            PUT(&b, ",\"mode\":");
+            ds_json_put_str(&b, ds_lock_mode_name(e->mode));
+            put_token(&b, ",\"token\":", e->token);
+            PUT(&b, ",\"lease_expires_at_ms\":");
+            put_number(&b, (double)e->deadline_ms);
+            PUT(&b, "}");
+        }
+        PUT(&b, "]");
+    }
     if (replayed)
-        cJSON_AddBoolToObject(o, "replayed", 1);
+        PUT(&b, ",\"replayed\":true");
     if (refreshed) /* it already held the lock: same token, lease refreshed */
-        cJSON_AddBoolToObject(o, "refreshed", 1);
-    reply_obj(req, 200, o);
+        PUT(&b, ",\"refreshed\":true");
+    PUT(&b, "}");
+    reply_buf(req, 200, &b);
 }
 
 /* Answer the client of an applied command from its result. */
@@ -290,17 +364,20 @@ static void reply_result(struct ds_http_req *req, const struct ds_lock_cmd *c,
         }
         reply_obj(req, 409, o);
         return;
-    case DS_LOCK_OK:
-        o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "resource", c->resource);
-        if (c->type == DS_LOCK_CMD_RELEASE)
-            cJSON_AddBoolToObject(o, "released", 1);
-        else {
-            cJSON_AddBoolToObject(o, "renewed", 1);
-            cJSON_AddNumberToObject(o, "lease_expires_at_ms", (double)r->deadline_ms);
+    case DS_LOCK_OK: {
+        struct ds_buf b = {0};
+        PUT(&b, "{\"resource\":");
+        ds_json_put_str(&b, c->resource);
+        if (c->type == DS_LOCK_CMD_RELEASE) {
+            PUT(&b, ",\"released\":true");
+        } else {
+            PUT(&b, ",\"renewed\":true,\"lease_expires_at_ms\":");
+            put_number(&b, (double)r->deadline_ms);
         }
-        reply_obj(req, 200, o);
+        PUT(&b, "}");
+        reply_buf(req, 200, &b);
         return;
+    }
     case DS_LOCK_NOT_HOLDER:
         ds_http_reply_error(req, 409, "not_holder",
                             "client '%.100s' does not hold '%.100s' with that token (released, "
@@ -964,9 +1041,9 @@ static void acquire_route(struct ds_http_req *req)
         }
         c.wait_ms = (uint32_t)left;
         c.ttl_ms = (uint32_t)ttl;
-        snprintf(c.resource, sizeof c.resource, "%s", res);
-        snprintf(c.client_id, sizeof c.client_id, "%s", owner);
-        snprintf(c.request_id, sizeof c.request_id, "%s", rid ? rid : "");
+        copy_str(c.resource, sizeof c.resource, res);
+        copy_str(c.client_id, sizeof c.client_id, owner);
+        copy_str(c.request_id, sizeof c.request_id, rid ? rid : "");
         submit(lr, req, &c, OP_ACQUIRE, c.wait_ms);
     }
     cJSON_Delete(o);
@@ -1006,12 +1083,12 @@ static void release_or_renew(struct ds_http_req *req, int type)
         struct ds_lock_cmd c;
         ds_lock_cmd_init(&c, type);
         c.token = token;
-        snprintf(c.resource, sizeof c.resource, "%s", res);
-        snprintf(c.client_id, sizeof c.client_id, "%s", owner);
+        copy_str(c.resource, sizeof c.resource, res);
+        copy_str(c.client_id, sizeof c.client_id, owner);
         if (type == DS_LOCK_CMD_RENEW)
             c.ttl_ms = (uint32_t)ttl;
         else
-            snprintf(c.request_id, sizeof c.request_id, "%s", rid ? rid : "");
+            copy_str(c.request_id, sizeof c.request_id, rid ? rid : "");
         submit(lr, req, &c, type == DS_LOCK_CMD_RENEW ? OP_RENEW : OP_RELEASE, 0);
     }
     cJSON_Delete(o);

@@ -342,7 +342,7 @@ static void apply_batch(struct sim *s, int id, const struct ds_raft_ready *rd)
     n->since_snap += rd->n_committed;
 }
 
-/* Finish the held batch: persist, send, apply, advance. */
+/* Finish the held batch: persist, send (unless sent first), apply, advance. */
 static void finish_ready(struct sim *s, int id, const struct ds_raft_ready *rd)
 {
     struct sim_node *n = &s->nodes[id];
@@ -352,7 +352,7 @@ static void finish_ready(struct sim *s, int id, const struct ds_raft_ready *rd)
         if (rd->soft_changed)
             check_leader_log(s, id, rd->term);
     }
-    for (size_t i = 0; i < rd->n_msgs; i++)
+    for (size_t i = 0; !rd->send_first && i < rd->n_msgs; i++)
         net_send(s, &rd->msgs[i]);
     apply_batch(s, id, rd);
     ds_raft_advance(n->r);
@@ -411,6 +411,8 @@ static void process_ready(struct sim *s, int id)
             return;
         }
         n->holding = 1;
+        for (size_t i = 0; n->rd.send_first && i < n->rd.n_msgs; i++)
+            net_send(s, &n->rd.msgs[i]); /* before the disk write: a crash now loses it */
         if (s->now < n->stall_until)
             return; /* disk stall: the batch waits */
         finish_ready(s, id, &n->rd);

@@ -374,6 +374,45 @@ static void a_stalled_disk_delays_but_loses_nothing_acknowledged(void)
     sim_free(&s);
 }
 
+/* Dissertation §10.2.1: the followers write while the leader's disk is slow, but nothing
+ * commits before the leader's own write is done, and a crash before it loses only that. */
+static void a_leader_replicates_before_its_own_write_but_commits_only_after_it(void)
+{
+    struct sim s;
+    struct ds_raft_options o;
+    options(&o);
+    sim_init(&s, SEED, 3, 3, &o);
+    int l = wait_leader(&s, 1000);
+    REQUIRE(l != 0);
+    uint64_t index;
+    sim_run(&s, 20);
+    sim_stall(&s, l, 100);
+    REQUIRE(sim_propose(&s, l, 7, &index) == DS_RAFT_OK);
+    sim_run(&s, 50);
+    REQUIRE(s.nodes[l].holding && s.nodes[l].rd.send_first);
+    int on_followers = 0;
+    for (int id = 1; id <= 3; id++) {
+        struct sim_storage *st = &s.nodes[id].st;
+        if (id != l && st->n && st->ents[st->n - 1].index == index)
+            on_followers++;
+        CHECKF(s.nodes[id].app.applied < index, "node %d applied %llu before the leader's write",
+               id, (unsigned long long)index);
+    }
+    CHECK(on_followers == 2);
+    sim_run(&s, 100); /* the write ends: the answers are stepped, the entry commits */
+    CHECK(sim_wait_applied(&s, index, 500) == 0 && sim_committed_value(&s, index, 7));
+    sim_stall(&s, l, 100);
+    REQUIRE(sim_propose(&s, l, 8, &index) == DS_RAFT_OK);
+    sim_run(&s, 50);
+    sim_crash(&s, l); /* the followers hold what the leader never wrote: either outcome is safe */
+    sim_restart(&s, l);
+    int nl = wait_leader(&s, 2000);
+    REQUIRE(nl != 0);
+    CHECK(commit_values(&s, nl, 2) == 0);
+    CHECK(report(&s) == 0);
+    sim_free(&s);
+}
+
 static void the_core_takes_no_input_between_ready_and_advance(void)
 {
     struct ds_raft_options o;
@@ -457,6 +496,7 @@ int main(void)
     RUN(a_read_index_from_a_deposed_leader_is_never_reported);
     RUN(install_snapshot_brings_a_far_behind_follower_up_to_date);
     RUN(a_stalled_disk_delays_but_loses_nothing_acknowledged);
+    RUN(a_leader_replicates_before_its_own_write_but_commits_only_after_it);
     RUN(the_core_takes_no_input_between_ready_and_advance);
     RUN(malformed_append_messages_are_refused);
     return check_summary();
