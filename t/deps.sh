@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   meson ninja-build pkg-config gcc
   libssl-dev libevent-dev libhiredis-dev libcjson-dev libinih-dev
-  openssl curl python3 redis-server spin iproute2 iptables
+  openssl curl python3 redis-server spin iproute2 iptables valgrind
 )
 
 missing=()

@@ -78,7 +78,7 @@ struct ds_server {
     void *done_arg;
     struct route_stats *rstats; /* [0] = requests that matched no route, [i+1] = route i */
     int nrstats;
-    struct ds_metric *m_open, *m_accepted, *m_refused, *m_tls_fail;
+    struct ds_metric *m_open, *m_accepted, *m_refused, *m_tls_fail, *m_read_paused;
     struct ds_auth *auth; /* peer routes: HMAC check (NULL: peer routes refuse everything) */
     struct ds_metric *m_auth_fail[6];
     struct ds_authz *authz;                /* client identities; NULL = client auth off */
@@ -91,6 +91,7 @@ struct ds_server {
 };
 
 static void process_input(struct ds_conn *c);
+static void pace_reading(struct ds_conn *c);
 static void conn_free(struct ds_conn *c);
 
 static uint64_t now_ns(void)
@@ -178,9 +179,11 @@ static void write_response(struct ds_conn *c, int status, const char *ctype, con
     size_t hl = (size_t)n;
     if (head_only)
         len = 0;
-    if (hl + len <= sizeof buf) { /* one write, one TLS record */
+    if (hl + len <= sizeof buf) { /* one write, one TLS record: at once when nothing waits */
         memcpy(buf + hl, body, len);
-        evbuffer_add(out, buf, hl + len);
+        size_t sent = c->close_after ? 0 : ds_tls_write_now(c->bev, buf, hl + len);
+        if (sent < hl + len)
+            evbuffer_add(out, buf + sent, hl + len - sent);
     } else {
         evbuffer_add(out, buf, hl);
         evbuffer_add(out, body, len);
@@ -249,10 +252,9 @@ static void finish_request(struct ds_conn *c, int status)
         bufferevent_disable(c->bev, EV_READ);
         return;
     }
-    bufferevent_set_timeouts(c->bev, &c->s->idle_tv, NULL);
-    bufferevent_enable(c->bev, EV_READ);
+    bufferevent_set_timeouts(c->bev, &c->s->idle_tv, &c->s->idle_tv);
     if (!c->in_process)
-        process_input(c);
+        process_input(c); /* the next pipelined request; it also resumes reading */
 }
 
 void ds_http_reply(struct ds_http_req *req, int status, const char *content_type, const void *body,
@@ -695,6 +697,38 @@ static void dispatch(struct ds_conn *c)
     rt->handler(req);
 }
 
+/* The limits of a connection: peers (a verified client certificate) may send larger bodies. */
+static const struct ds_http_limits *conn_limits(const struct ds_conn *c)
+{
+    return c->identity[0] ? &c->s->peer_lim : &c->s->lim;
+}
+
+/* Backpressure: a connection is read only while its unparsed input is short of one whole
+ * request.  Input stops being taken while a handler has the request or while more than
+ * OUTPUT_HIGH_WATER of answers wait for a client that does not read them (process_input), so
+ * the input, and with it what a connection holds, stays bounded whatever its client does
+ * (README, "Limits").  Reading resumes once process_input has taken the input.  Called only
+ * after libevent has handed over all that OpenSSL decrypted (libevent 2.1 does not look for it
+ * when reading is enabled again), so nothing is stranded in the TLS layer while reading is off;
+ * records OpenSSL read ahead but did not decrypt get a read pass when reading resumes
+ * (ds_tls_read_pending). */
+static void pace_reading(struct ds_conn *c)
+{
+    if (c->close_after)
+        return; /* reading is off, or drops what arrives (read_cb) */
+    const struct ds_http_limits *lim = conn_limits(c);
+    int full = evbuffer_get_length(bufferevent_get_input(c->bev)) >=
+               lim->max_head_bytes + lim->max_body;
+    int reading = (bufferevent_get_enabled(c->bev) & EV_READ) != 0;
+    if (full && reading) {
+        bufferevent_disable(c->bev, EV_READ);
+        ds_metric_inc(c->s->m_read_paused, 1);
+    } else if (!full && !reading) {
+        bufferevent_enable(c->bev, EV_READ);
+        ds_tls_read_pending(c->bev); /* records read ahead while reading was off */
+    }
+}
+
 /* Copy head + body out of the input buffer so that the request survives further reads. */
 static int take_request(struct ds_conn *c, struct evbuffer *in, size_t total)
 {
@@ -727,7 +761,7 @@ static void process_input(struct ds_conn *c)
             break; /* the client is not reading its answers: wait for the output to drain */
         if (!evtimer_pending(c->deadline, NULL))
             evtimer_add(c->deadline, &s->head_tv);
-        const struct ds_http_limits *lim = c->identity[0] ? &s->peer_lim : &s->lim;
+        const struct ds_http_limits *lim = conn_limits(c);
         size_t look = avail < lim->max_head_bytes ? avail : lim->max_head_bytes;
         const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
         struct ds_http_head head;
@@ -779,24 +813,28 @@ static void process_input(struct ds_conn *c)
         req->on_abort = NULL;
         req->start_ns = now_ns();
         c->busy = 1;
-        bufferevent_set_timeouts(c->bev, NULL, NULL);
+        /* no read timeout while the handler works; answers still waiting must drain */
+        bufferevent_set_timeouts(c->bev, NULL, &s->idle_tv);
         dispatch(c);
-        if (c->busy) { /* answered later: watch only for the client going away */
-            if (evbuffer_get_length(in) > lim->max_head_bytes + lim->max_body)
-                bufferevent_disable(c->bev, EV_READ);
-        }
     }
     c->in_process = 0;
+    pace_reading(c);
 }
 
 /* ------------------------------------------------------------------ connection events */
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
-    (void)bev;
     struct ds_conn *c = arg;
-    if (!c->busy)
+    if (c->close_after) { /* shutting down: drop what still arrives (see ds_server_shutdown) */
+        struct evbuffer *in = bufferevent_get_input(bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+    } else if (c->busy) {
+        pace_reading(c); /* the handler has the request: only watch the input's size */
+    } else {
         process_input(c);
+    }
+    ds_tls_read_pending(bev); /* more records in the read-ahead buffer */
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)
@@ -819,8 +857,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         c->handshaken = 1;
         ds_tls_peer_identity(bev, c->identity, sizeof c->identity);
         /* from now on the request deadline timer bounds slow requests; the read timeout only
-         * closes idle connections (a shorter one would race the 408 answer) */
-        bufferevent_set_timeouts(bev, &c->s->idle_tv, NULL);
+         * closes idle connections (a shorter one would race the 408 answer), the write timeout
+         * those whose client stopped reading its answers */
+        bufferevent_set_timeouts(bev, &c->s->idle_tv, &c->s->idle_tv);
+        ds_tls_read_pending(bev); /* a request that came with the handshake's last flight */
         return;
     }
     if (!c->handshaken && (what & BEV_EVENT_ERROR))
@@ -923,7 +963,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     ds_metric_inc(s->m_accepted, 1);
     ds_metric_set(s->m_open, s->nconns);
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    bufferevent_set_timeouts(c->bev, &s->head_tv, NULL); /* the handshake too */
+    bufferevent_set_timeouts(c->bev, &s->head_tv, &s->head_tv); /* the handshake too */
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
@@ -1029,6 +1069,10 @@ int ds_server_new(struct event_base *base, const struct ds_config *c, struct ds_
                                       "Connections closed at once: over max_connections or shutting down", "");
     s->m_tls_fail = ds_metrics_counter(metrics, "dsyncd_tls_handshake_failures_total",
                                        "TLS handshakes that failed (bad certificate, plain HTTP, ...)", "");
+    s->m_read_paused = ds_metrics_counter(metrics, "dsyncd_http_read_paused_total",
+                                          "Times a connection stopped being read: a whole "
+                                          "request waited while its client did not read the "
+                                          "answers or a handler had the previous one", "");
     int rv = ENOMEM;
     if (!s->router || add_route_stats(s, "(none)") || auth_metrics(s) ||
         ds_authz_throttle_new((size_t)c->auth_throttle_slots, (uint32_t)c->auth_max_failures,
@@ -1102,10 +1146,16 @@ void ds_server_shutdown(struct ds_server *s, uint64_t grace_ms, void (*done)(voi
         evconnlistener_disable(s->listener);
     for (struct ds_conn *c = s->conns, *n; c; c = n) {
         n = c->next;
-        if (c->busy || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
-            c->close_after = 1; /* after its answer is out */
-        else
+        if (c->busy || evbuffer_get_length(bufferevent_get_output(c->bev)) != 0) {
+            /* close after its answer is out, reading (and dropping) what the client still
+             * sends meanwhile: closing with unread input would reset the connection, and the
+             * client would lose the answers still in flight */
+            if (!c->close_after)
+                bufferevent_enable(c->bev, EV_READ);
+            c->close_after = 1;
+        } else {
             conn_free(c); /* idle, or only part of a request: nothing in flight */
+        }
     }
     if (s->nconns == 0) {
         if (s->done) {

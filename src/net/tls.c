@@ -4,8 +4,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
+#include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -170,6 +173,7 @@ struct bufferevent *ds_tls_accept(struct ds_tls *t, struct event_base *base, int
         close(fd);
         return NULL;
     }
+    SSL_set_read_ahead(ssl, 1); /* see ds_tls_read_pending */
     struct bufferevent *bev = bufferevent_openssl_socket_new(
         base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
     if (!bev) {
@@ -179,6 +183,29 @@ struct bufferevent *ds_tls_accept(struct ds_tls *t, struct event_base *base, int
     }
     bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
     return bev;
+}
+
+void ds_tls_read_pending(struct bufferevent *bev)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    /* ev_read is the bufferevent's own read event (event2/bufferevent_struct.h): activating it
+     * runs bufferevent_openssl's read pass, which decrypts what the buffer holds */
+    if (ssl && SSL_has_pending(ssl) && (bufferevent_get_enabled(bev) & EV_READ))
+        event_active(&bev->ev_read, EV_READ, 1);
+}
+
+size_t ds_tls_write_now(struct bufferevent *bev, const void *buf, size_t len)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (!ssl || !SSL_is_init_finished(ssl) || len == 0 || len > INT_MAX ||
+        evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+        return 0;
+    ERR_clear_error();
+    int n = SSL_write(ssl, buf, (int)len);
+    if (n > 0)
+        return (size_t)n;
+    ERR_clear_error(); /* bufferevent_openssl retries and sees the connection's state itself */
+    return 0;
 }
 
 int ds_tls_peer_identity(struct bufferevent *bev, char *buf, size_t len)

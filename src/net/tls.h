@@ -22,6 +22,22 @@ void ds_tls_free(struct ds_tls *t);
  * NULL on allocation failure (the socket is then closed). */
 struct bufferevent *ds_tls_accept(struct ds_tls *t, struct event_base *base, int fd);
 
+/* Send len bytes on an established TLS connection at once, bypassing bev's output buffer (which
+ * must be empty): one TLS record, one write(2), and no write event to add and remove, where
+ * bufferevent_openssl would wait for the next loop turn.  Returns the bytes sent; the caller
+ * adds the rest to the (still empty) output buffer as usual.  0 means nothing was sent, or
+ * OpenSSL holds a started record that bufferevent_openssl's next SSL_write of the same bytes
+ * completes: either way all of them go to the output buffer.  Not for an answer that closes the connection (the write callback that frees
+ * it runs only for data that went through the output buffer). */
+size_t ds_tls_write_now(struct bufferevent *bev, const void *buf, size_t len);
+
+/* Server connections read ahead (one read(2) takes a whole TLS record, or several, where
+ * OpenSSL would read a record's header and then its body).  bufferevent_openssl only looks for
+ * decrypted bytes after a read, so records left in the read-ahead buffer would wait for the next
+ * packet: call this whenever the connection's input was consumed or reading resumes, and it
+ * schedules another read pass when such records are there. */
+void ds_tls_read_pending(struct bufferevent *bev);
+
 /* When the peer presented a certificate that verified against [tls] ca, copy its subject CN into
  * buf and return 1; otherwise return 0. */
 int ds_tls_peer_identity(struct bufferevent *bev, char *buf, size_t len);

@@ -1,6 +1,8 @@
 """Integration: the common endpoints, routing errors, keep-alive, pipelining and the embedded default."""
 import os
 import re
+import socket
+import ssl
 import tempfile
 import time
 import unittest
@@ -237,6 +239,52 @@ class CommonEndpoints(dsync.TempDirCase):
             else:
                 self.assertJsonError(r, 404, "not_found")
                 self.assertIn(p, r.json()["error"]["message"])
+
+    def test_requests_in_separate_tls_records_sent_back_to_back_are_all_answered(self):
+        # the server reads ahead: one read(2) can take several TLS records, and each one must
+        # still be decrypted and answered without waiting for another packet
+        c = self.node.raw()
+        try:
+            for i in range(30):
+                c.sock.send(b"GET /health?i=%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % i)
+            got = [c.read_response() for _ in range(30)]
+        finally:
+            c.close()
+        self.assertEqual([r.status for r in got], [200] * 30)
+
+    def test_a_request_sent_with_the_handshakes_last_flight_is_answered(self):
+        # TLS 1.3: the client's Finished and its first request leave in one packet, so the
+        # server's last handshake read also takes the request
+        ctx = self.node.context()
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        sock = socket.create_connection(("127.0.0.1", self.node.port), timeout=5)
+        try:
+            while True:
+                try:
+                    obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    sock.sendall(outgoing.read())
+                    data = sock.recv(65536)
+                    self.assertTrue(data, "server closed during the handshake")
+                    incoming.write(data)
+            obj.write(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            sock.sendall(outgoing.read())  # Finished + request together
+            answer = b""
+            deadline = time.monotonic() + 5
+            while b"\r\n\r\n" not in answer and time.monotonic() < deadline:
+                try:
+                    answer += obj.read(65536)
+                except ssl.SSLWantReadError:
+                    data = sock.recv(65536)
+                    self.assertTrue(data, "server closed instead of answering")
+                    incoming.write(data)
+        except socket.timeout:
+            self.fail("no answer to a request sent with the handshake's last flight")
+        finally:
+            sock.close()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:80])
 
     def test_pipelined_head_and_get_keep_framing(self):
         c = self.node.raw()
