@@ -95,8 +95,12 @@ static int compute(struct ds_auth *a, const char *method, const char *path, cons
     EVP_MAC_CTX_free(ctx);
     if (!ok || mdlen != sizeof md)
         return DS_AUTH_ENOMEM;
-    for (size_t i = 0; i < sizeof md; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof md; i++) {
+        hex[2 * i] = digits[md[i] >> 4];
+        hex[2 * i + 1] = digits[md[i] & 0xF];
+    }
+    hex[2 * sizeof md] = '\0';
     return DS_AUTH_OK;
 }
 

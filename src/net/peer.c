@@ -225,6 +225,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     arm_timer(p);
 }
 
+/* Requests up to this size go out with SSL_write at once when nothing waits before them
+ * (ds_tls_write_now), below libevent's write frame so that a retry is never shorter. */
+#define DIRECT_MAX 8192u
+
 static void flush_queued(struct ds_peer *p)
 {
     struct evbuffer *out = bufferevent_get_output(p->bev);
@@ -233,7 +237,12 @@ static void flush_queued(struct ds_peer *p)
         p->queued = r->next;
         if (!p->queued)
             p->queued_tail = &p->queued;
-        evbuffer_add_buffer(out, r->wire);
+        size_t n = evbuffer_get_length(r->wire);
+        if (n <= DIRECT_MAX && evbuffer_get_length(out) == 0) {
+            const void *data = evbuffer_pullup(r->wire, -1);
+            evbuffer_drain(r->wire, data ? ds_tls_write_now(p->bev, data, n) : 0);
+        }
+        evbuffer_add_buffer(out, r->wire); /* what was not sent at once */
         r->next = NULL;
         *p->sent_tail = r;
         p->sent_tail = &r->next;
@@ -242,9 +251,18 @@ static void flush_queued(struct ds_peer *p)
 
 /* ------------------------------------------------------------------ connection */
 
+static void read_responses(struct ds_peer *p, struct bufferevent *bev);
+
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct ds_peer *p = arg;
+    read_responses(p, bev);
+    if (p->bev == bev) /* still this connection: records left in the read-ahead buffer */
+        ds_tls_read_pending(bev);
+}
+
+static void read_responses(struct ds_peer *p, struct bufferevent *bev)
+{
     struct evbuffer *in = bufferevent_get_input(bev);
     static const struct ds_http_limits lim = {65536, MAX_RESPONSE_HEADERS, MAX_RESPONSE_BODY};
     struct ds_http_header headers[MAX_RESPONSE_HEADERS];
@@ -297,6 +315,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         p->state = P_UP;
         flush_queued(p);
+        ds_tls_read_pending(bev);
         return;
     }
     connection_lost(p);

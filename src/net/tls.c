@@ -143,6 +143,7 @@ struct bufferevent *ds_tls_connect(struct ds_tls *t, struct event_base *base, in
     } else if (SSL_set_tlsext_host_name(ssl, host) != 1 || SSL_set1_host(ssl, host) != 1) {
         goto fail;
     }
+    SSL_set_read_ahead(ssl, 1); /* see ds_tls_read_pending */
     struct bufferevent *bev = bufferevent_openssl_socket_new(base, fd, ssl,
                                                              BUFFEREVENT_SSL_CONNECTING,
                                                              BEV_OPT_CLOSE_ON_FREE);

@@ -31,7 +31,7 @@ struct bufferevent *ds_tls_accept(struct ds_tls *t, struct event_base *base, int
  * it runs only for data that went through the output buffer). */
 size_t ds_tls_write_now(struct bufferevent *bev, const void *buf, size_t len);
 
-/* Server connections read ahead (one read(2) takes a whole TLS record, or several, where
+/* Connections read ahead (one read(2) takes a whole TLS record, or several, where
  * OpenSSL would read a record's header and then its body).  bufferevent_openssl only looks for
  * decrypted bytes after a read, so records left in the read-ahead buffer would wait for the next
  * packet: call this whenever the connection's input was consumed or reading resumes, and it
