@@ -270,6 +270,16 @@ class LockApi(dsync.TempDirCase):
                            % (self.res, self.granted("b")["token"]))
         self.assertIs(r.json()["valid"], True, "wait_ms ends with the current answer")
 
+    def test_watch_never_calls_a_token_invalid_before_the_node_applied_its_grant(self):
+        # a token above every grant this node applied may be granted a moment later (a follower
+        # is behind the leader): the watch waits for it and, if wait_ms ends first, says 503
+        g = self.granted("a")
+        ahead = g["token"] + 1000
+        for n in self.c.names:
+            r = self.c.request(n, "GET", "/lock/%s/watch?token=%d&wait_ms=200" % (self.res, ahead))
+            self.assertEqual(r.status, 503, (n, r))
+        self.release("a", g["token"])
+
     def test_watch_answers_valid_false_when_the_lease_expires(self):
         g = self.granted("a", ttl_ms=600)
         path = "/lock/%s/watch?token=%d&wait_ms=20000" % (self.res, g["token"])

@@ -566,11 +566,18 @@ static void notify_granted(struct ds_lock_role *lr, const struct ds_lock_list *g
     }
 }
 
+/* 1 when this node has applied the grant of token (tokens come from one increasing counter): a
+ * node behind the leader must not call a token it has not seen yet invalid. */
+static int token_applied(const struct ds_lock_role *lr, uint64_t token)
+{
+    return token < ds_lock_next_token(lr->table);
+}
+
 static void check_watches(struct ds_lock_role *lr)
 {
     for (struct watch **pp = &lr->watches; *pp;) {
         struct watch *w = *pp;
-        if (ds_lock_check(lr->table, w->resource, w->token)) {
+        if (ds_lock_check(lr->table, w->resource, w->token) || !token_applied(lr, w->token)) {
             pp = &w->next;
             continue;
         }
@@ -1263,6 +1270,11 @@ static void watch_timeout(evutil_socket_t fd, short what, void *arg)
     struct watch *w = arg;
     struct ds_lock_role *lr = w->role;
     w->req->on_abort = NULL;
+    if (!token_applied(lr, w->token)) {
+        reply_unavailable(w->req, "this node has not applied the grant of this token yet");
+        watch_free(lr, w);
+        return;
+    }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "resource", w->resource);
     add_token(o, "token", w->token);
@@ -1280,7 +1292,8 @@ static void watch_abort(struct ds_http_req *req, void *arg)
 
 /* GET /lock/{resource}/watch?token=T&wait_ms=N: answers {"valid":false} as soon as this node
  * applies the entry that ends token T (release, expiry, supersession), or the current answer
- * when wait_ms runs out.  Any node serves it from its own applied state. */
+ * when wait_ms runs out.  Any node serves it from its own applied state; a node that has not
+ * applied T's grant yet waits for it (503 if wait_ms runs out first), never calling T invalid. */
 static void watch_route(struct ds_http_req *req)
 {
     struct ds_lock_role *lr = req->ctx;
@@ -1320,7 +1333,7 @@ static void watch_route(struct ds_http_req *req)
     lr->watches = w;
     req->on_abort = watch_abort;
     req->abort_arg = w;
-    if (!ds_lock_check(lr->table, w->resource, token)) {
+    if (token_applied(lr, token) && !ds_lock_check(lr->table, w->resource, token)) {
         check_watches(lr);
         return;
     }
