@@ -484,6 +484,25 @@ class LockApi(dsync.TempDirCase):
         self.assertEqual(rel["params"]["token"], g["token"])
 
 
+    def test_audit_parameters_escape_what_the_client_sent(self):
+        # a quote or a newline in a resource name must neither break the JSON line nor add fields
+        res = self.res + '",\n"forged":"x'
+        g = self.granted("esc", res=res, node=self.leader)
+        self.release("esc", g["token"], res=res, node=self.leader)
+
+        def line():
+            try:
+                with open(self.c.audit_path(self.leader)) as f:
+                    recs = [json.loads(x) for x in f if x.strip()]  # every line parses
+            except OSError:
+                return None
+            mine = [x for x in recs if (x.get("params") or {}).get("resource") == res]
+            return mine if len(mine) >= 2 else None
+        recs = self.c.wait_for("audit lines with the escaped resource", line, timeout=10)
+        for x in recs:
+            self.assertNotIn("forged", x["params"], x)
+            self.assertEqual(x["params"]["client_id"], self.cid("esc"))
+
 class NoQuorum(lockutil.ClusterCase):
     def test_a_node_without_a_leader_answers_503_with_retry_after(self):
         c = self.cluster(3)

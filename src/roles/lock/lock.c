@@ -995,6 +995,34 @@ static int forwarded_too_late(struct ds_lock_role *lr, struct ds_http_req *req, 
     return 1;
 }
 
+/* The audit parameters {"resource":..,"client_id":..<tail>: the client's strings JSON-escaped
+ * (a quote in a resource name must not end the string or add fields) and cut at 150 bytes on a
+ * character boundary. */
+static void audit_params(struct ds_http_req *req, const char *res, const char *client,
+                         const char *tail)
+{
+    struct ds_buf b = {0};
+    const char *names[] = {"{\"resource\":", ",\"client_id\":"}, *vals[] = {res, client};
+    for (int i = 0; i < 2; i++) {
+        char cut[151];
+        size_t n = strlen(vals[i]);
+        if (n > 150) {
+            n = 150;
+            while (n && ((unsigned char)vals[i][n] & 0xC0) == 0x80)
+                n--;
+        }
+        memcpy(cut, vals[i], n);
+        cut[n] = '\0';
+        ds_buf_add(&b, names[i], strlen(names[i]));
+        ds_json_put_str(&b, cut);
+    }
+    ds_buf_add(&b, tail, strlen(tail));
+    req->audit_params[0] = '\0';
+    if (!b.oom && b.len < sizeof req->audit_params)
+        memcpy(req->audit_params, b.p, b.len + 1);
+    ds_buf_free(&b);
+}
+
 static void acquire_route(struct ds_http_req *req)
 {
     struct ds_lock_role *lr = req->ctx;
@@ -1024,10 +1052,10 @@ static void acquire_route(struct ds_http_req *req)
         cJSON_Delete(o);
         return;
     }
-    snprintf(req->audit_params, sizeof req->audit_params,
-             "{\"resource\":\"%.150s\",\"client_id\":\"%.150s\",\"mode\":\"%s\",\"ttl_ms\":%" PRIu64
-             ",\"wait_ms\":%" PRIu64 "}",
-             res, client, mode, ttl, wait);
+    char tail[96];
+    snprintf(tail, sizeof tail, ",\"mode\":\"%s\",\"ttl_ms\":%" PRIu64 ",\"wait_ms\":%" PRIu64 "}",
+             mode, ttl, wait);
+    audit_params(req, res, client, tail);
     char owner[DS_LOCK_NAME_MAX + 1];
     if (ds_http_authorize_name(req, "resource", res) || owner_id(req, client, owner)) {
         cJSON_Delete(o);
@@ -1077,9 +1105,9 @@ static void release_or_renew(struct ds_http_req *req, int type)
         cJSON_Delete(o);
         return;
     }
-    snprintf(req->audit_params, sizeof req->audit_params,
-             "{\"resource\":\"%.150s\",\"client_id\":\"%.150s\",\"token\":%" PRIu64 "}", res,
-             client, token);
+    char tail[48];
+    snprintf(tail, sizeof tail, ",\"token\":%" PRIu64 "}", token);
+    audit_params(req, res, client, tail);
     char owner[DS_LOCK_NAME_MAX + 1];
     if (ds_http_authorize_name(req, "resource", res) || owner_id(req, client, owner)) {
         cJSON_Delete(o);
