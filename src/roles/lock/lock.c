@@ -59,6 +59,8 @@ struct abandoned {
     char client[DS_LOCK_NAME_MAX + 1];
     uint64_t min_token;
     uint64_t next_try_ms;
+    uint64_t until_ms; /* kept until then while this node has not seen the wait (or grant) */
+    int seen;          /* this node's table showed the wait or the stray grant */
 };
 
 /* A linearizable read waiting for its ReadIndex round. */
@@ -459,6 +461,10 @@ static void abandon(struct ds_lock_role *lr, const char *res, const char *client
     snprintf(a->resource, sizeof a->resource, "%s", res);
     snprintf(a->client, sizeof a->client, "%s", client);
     a->min_token = ds_lock_next_token(lr->table);
+    /* the ACQUIRE that queued the wait may not be applied here yet (a follower behind the
+     * leader, a forward still in flight): the record waits for it a while before it concludes
+     * that the wait never reached the log */
+    a->until_ms = ds_node_now_ms() + 2 * FORWARD_SLACK_MS;
     a->next = lr->abandoned;
     lr->abandoned = a;
 }
@@ -821,9 +827,14 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
         }
         ds_lock_list_free(&holders);
         ds_lock_list_free(&waiters);
+        a->seen |= waiting || stray_token;
         if (!waiting && !stray_token) {
-            *pp = a->next;
-            free(a);
+            if (a->seen || now >= a->until_ms) { /* done, or the wait never reached the log */
+                *pp = a->next;
+                free(a);
+            } else {
+                pp = &a->next;
+            }
             continue;
         }
         if (now >= a->next_try_ms && ds_raft_node_leader_name(lr->rn)) {
