@@ -1,7 +1,11 @@
 """Cache role under concurrency and faults, with real processes over a real redis-server: writers
 on every node against one key checked over the history, kill -9 of a sharer during a write, kill
--9 of a key's home (the key moves, nothing stale is served), and gossip's view of a node killed and
-restarted (GET /cluster/members)."""
+-9 of a key's home (the key moves, nothing stale is served), gossip's view of a node killed and
+restarted (GET /cluster/members), a node restarted again and again (its requests must not look
+older than its previous life's), a node that has not joined (it serves nothing), a write Redis
+refuses because it holds a newer version (never acknowledged), and a home paused until the others
+re-homed its key that resumes with its old view (Redis's home lease keeps it from acting beside
+the new home)."""
 import threading
 import time
 import unittest
@@ -141,6 +145,100 @@ class CacheFaultTest(cacheutil.CacheCase):
                        lambda: ((self.member(c, n, "node3") or {}).get("state") == "alive" and
                                 self.member(c, n, "node3")["incarnation"] > before), timeout=30)
         c.wait_converged()
+
+    def test_a_node_restarted_again_and_again_reads_what_its_home_granted_it_before(self):
+        c = self.cache_cluster(lease_ms=500)
+        key = self.key_homed_on(c, "node1", "restarted")
+        cacheutil.put_retry(c, "node1", key, "v")
+        for i in range(4):
+            st, j = cacheutil.get_retry(c, "node3", key)
+            self.assertEqual((st, j["value"]), (200, "v"), "restart %d" % i)
+            c.restart("node3")
+            c.wait_converged(timeout=30)
+        st, j = cacheutil.get_retry(c, "node3", key, timeout=10)
+        self.assertEqual((st, j["value"]), (200, "v"), c.state("node1", key))
+
+    def test_a_node_that_has_not_joined_serves_nothing(self):
+        c = self.cache_cluster(n=2, start=False, lease_ms=300)
+        c.start("node1")
+        time.sleep(1.0)  # past the engine's warm-up: alone in its ring it would be every key's home
+        for method, value in (("PUT", "alone"), ("GET", cacheutil.NO_BODY)):
+            st, j = c.cache("node1", method, "lonely", value)
+            self.assertEqual(st, 503, "%s while not joined: %r" % (method, j))
+        self.assertEqual(c.request("node1", "GET", "/ready").status, 503)
+        c.start("node2")
+        c.wait_converged()
+        cacheutil.put_retry(c, "node1", "lonely", "joined")
+        st, j = cacheutil.get_retry(c, "node2", "lonely")
+        self.assertEqual((st, j["value"]), (200, "joined"))
+
+    def test_a_write_redis_refuses_is_never_acknowledged(self):
+        c = self.cache_cluster(write_policy="write-through", lease_ms=500)
+        key = self.key_homed_on(c, "node1", "refused")
+        cacheutil.put_retry(c, "node1", key, "first")
+        newer = 1000000  # another home wrote the key meanwhile
+        self.redis.cli("HSET", "dsc:" + key, "ver", newer, "v", '"other"')
+        st, j = c.put("node1", key, "second")
+        self.assertIn(st, (200, 503), j)
+        if st == 200:
+            self.assertGreater(j["version"], newer, "acknowledged below Redis's version: %r" % j)
+        w = cacheutil.put_retry(c, "node1", key, "third", timeout=20)
+        self.assertGreater(w["version"], newer)
+        self.assertEqual(self.redis.cli("HGET", "dsc:" + key, "v").strip(), '"third"')
+        st, j = cacheutil.get_retry(c, "node2", key)
+        self.assertEqual((st, j["value"], j["version"]), (200, "third", w["version"]))
+
+    def history_of(self, c, key, names, seconds):
+        """Writers and readers of `key` on every node of `names` for `seconds`: the history."""
+        history, lock = [], threading.Lock()
+
+        def client(name):
+            end, i = time.monotonic() + seconds, 0
+            while time.monotonic() < end:
+                i += 1
+                value = "%s-%d" % (name, i)
+                t0 = time.monotonic()
+                try:
+                    st, j = c.put(name, key, value) if i % 2 else c.get(name, key)
+                except lockutil.NETWORK_ERRORS:
+                    continue
+                if st == 200:
+                    with lock:
+                        history.append((t0, time.monotonic(), "w" if i % 2 else "r",
+                                        value if i % 2 else j["value"], j["version"]))
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        return history
+
+    def test_a_paused_home_resuming_with_its_old_view_does_not_act_beside_the_new_home(self):
+        c = self.cache_cluster(write_policy="write-through", lease_ms=500)
+        key = self.key_homed_on(c, "node3", "paused")
+        old = cacheutil.put_retry(c, "node1", key, "old")
+        st, j = cacheutil.get_retry(c, "node2", key)  # node3's directory: shared by node1, node2
+        self.assertEqual((st, j["value"]), (200, "old"))
+        c.pause("node3")
+        c.wait_for("node3 out of the others' ring",
+                   lambda: all(c.members(n) == ["node1", "node2"] for n in ("node1", "node2")),
+                   timeout=30)
+        new = cacheutil.put_retry(c, "node1", key, "new", timeout=20)
+        self.assertGreater(new["version"], old["version"])
+        history = [(0.0, time.monotonic(), "w", "new", new["version"])]
+        c.resume("node3")  # its ring still has every node: it takes itself for the key's home
+        t0 = time.monotonic()
+        st, j = c.get("node3", key)
+        self.assertIn(st, (200, 503), j)
+        if st == 200:
+            history.append((t0, time.monotonic(), "r", j["value"], j["version"]))
+        history += self.history_of(c, key, NODES, 3.0)
+        self.assertGreater(len(history), 5, history)
+        stale = [h for h in history if h[2] == "r" and h[3] == "old"]
+        self.assertEqual(stale, [], "the old value was read after 'new' was acknowledged")
+        bad = cacheutil.check_history(history)
+        self.assertEqual(bad, [], "\n".join(bad[:20]))
 
 
 if __name__ == "__main__":

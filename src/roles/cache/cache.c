@@ -20,13 +20,22 @@
  *   receiver answers 204 before handing them to the engine: they are one-way, the engine
  *   retransmits what gets lost.
  * - Main memory: cache_store.c (Redis when [redis] shards is set, else the home's own table, lost on
- *   restart or when a key moves to another home).
+ *   restart or when a key moves to another home).  Over Redis the engine runs with home leases of
+ *   two lease terms (mesi.h HOME LEASES): Redis decides which node acts as a key's home while the
+ *   nodes' views differ.
+ * - Joining.  Until gossip has joined, the ring holds only this node: it serves no client operation
+ *   and drops coherence messages (ds_cache_serving), as /ready says.
+ * - Incarnation: a boot counter in <data_dir>/cache.boot (next_incarnation), so that the ids of a
+ *   restarted node are larger than those of its previous life.
  * - Time: ds_node_now_ms (monotonic); the engine is ticked every TICK_MS. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/node.h"
@@ -287,7 +296,7 @@ static void msg_route(struct ds_http_req *req)
         ds_http_reply_error(req, 400, "bad_request", "malformed coherence message batch");
         return;
     }
-    if (cr->mesi) /* a node still claiming its id drops them: the senders retransmit */
+    if (ds_cache_serving(cr)) /* else dropped (claiming an id, not joined): senders retransmit */
         walk_batch(cr, body, req->body_len, 1); /* messages point into the body: before the reply */
     ds_http_reply(req, 204, "application/octet-stream", "", 0);
     ds_cache_drain(cr);
@@ -316,9 +325,12 @@ void ds_cache_drain(struct ds_cache_role *cr)
         case DS_MESI_OUT_MEM_READ:
             ds_cache_store_read(cr->store, o.id, o.key, o.key_len);
             break;
+        case DS_MESI_OUT_MEM_RENEW:
+            ds_cache_store_renew(cr->store, o.id, o.key, o.key_len);
+            break;
         case DS_MESI_OUT_MEM_WRITE:
             ds_cache_store_write(cr->store, o.id, o.key, o.key_len, o.present, o.value,
-                                 o.value_len, o.version, o.floor);
+                                 o.value_len, o.version, o.floor, o.applied, o.applied_len);
             break;
         case DS_MESI_OUT_DONE:
             ds_cache_api_done(cr, &o.res);
@@ -552,7 +564,7 @@ static int start_engine(struct ds_cache_role *cr, char *err)
     struct ds_mesi_config mc;
     ds_mesi_config_default(&mc);
     mc.self = cr->self;
-    mc.incarnation = cr->node->boot_id;
+    mc.incarnation = cr->incarnation;
     mc.epoch = 0;
     mc.lease_ms = (uint32_t)c->cache_lease_ms;
     mc.margin_ms = mc.lease_ms / 40 > 50 ? mc.lease_ms / 40 : 50;
@@ -562,6 +574,7 @@ static int start_engine(struct ds_cache_role *cr, char *err)
     mc.max_bytes = (size_t)c->cache_max_bytes;
     mc.write_policy = c->cache_write_policy == DS_CACHE_WRITE_THROUGH ? DS_MESI_WRITE_THROUGH
                                                                       : DS_MESI_WRITE_BACK;
+    mc.home_lease_ms = ds_cache_store_home_lease_ms(cr->store);
     cr->ring_if.home_of = home_of;
     mc.ring = &cr->ring_if;
     int rv = ds_mesi_create(&mc, ds_node_now_ms(), &cr->mesi);
@@ -582,6 +595,62 @@ static int start_engine(struct ds_cache_role *cr, char *err)
     return 0;
 }
 
+/* Writes "value\n" to path through tmp, with fsync of the file and of its directory; 0 or errno. */
+static int write_durably(const char *path, const char *tmp, const char *dir, uint64_t value)
+{
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return errno ? errno : EIO;
+    int rv = dprintf(fd, "%" PRIu64 "\n", value) < 0 || fsync(fd) ? (errno ? errno : EIO) : 0;
+    if (close(fd) && !rv)
+        rv = errno ? errno : EIO;
+    if (!rv && rename(tmp, path))
+        rv = errno ? errno : EIO;
+    if (rv)
+        return rv;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd < 0)
+        return errno ? errno : EIO;
+    rv = fsync(dfd) ? (errno ? errno : EIO) : 0;
+    close(dfd);
+    return rv;
+}
+
+/* The engine's incarnation, larger on every start (mesi.h): a boot counter kept in
+ * <data_dir>/cache.boot and made durable before the engine sends anything, and never below the
+ * wall clock in seconds, so that a node whose data directory was lost still comes back larger
+ * (when its restarts are more than a second apart).  The counter alone keeps it increasing when
+ * the clock steps back. */
+static int next_incarnation(const char *data_dir, uint64_t *out, char *err)
+{
+    char path[DS_CONFIG_PATH_MAX + 16], tmp[DS_CONFIG_PATH_MAX + 24];
+    snprintf(path, sizeof path, "%s/cache.boot", data_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    unsigned long long stored = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%llu", &stored) != 1)
+            stored = 0;
+        fclose(f);
+    }
+    uint64_t now_s = (uint64_t)time(NULL);
+    uint64_t inc = stored + 1 > now_s ? stored + 1 : now_s;
+    if (inc > UINT32_MAX) {
+        snprintf(err, 512, "%s: boot counter %" PRIu64 " does not fit 32 bits", path, inc);
+        return EINVAL;
+    }
+    int rv = write_durably(path, tmp, data_dir, inc);
+    if (rv) {
+        snprintf(err, 512, "cannot persist the cache boot counter %s: %s", path, strerror(rv));
+        return rv;
+    }
+    *out = inc;
+    char v[24];
+    snprintf(v, sizeof v, "%" PRIu64, inc);
+    ds_log(DS_LOG_INFO, "cache engine incarnation", "incarnation", v, NULL);
+    return 0;
+}
+
 static int cache_start(struct ds_node *node, char *err)
 {
     struct ds_cache_role *cr = calloc(1, sizeof *cr);
@@ -592,8 +661,10 @@ static int cache_start(struct ds_node *node, char *err)
     node->cache = cr;
     cr->node = node;
     int rv;
-    if ((rv = load_seeds(cr, err)) || (cr->self != UINT16_MAX && (rv = start_engine(cr, err))) ||
+    if ((rv = load_seeds(cr, err)) ||
+        (rv = next_incarnation(node->cfg->data_dir, &cr->incarnation, err)) ||
         (rv = ds_cache_store_new(cr, &cr->store, err)) ||
+        (cr->self != UINT16_MAX && (rv = start_engine(cr, err))) ||
         (rv = ds_gossip_start(node, NULL, &cr->gossip, err)))
         return rv;
     cr->tick = event_new(node->base, -1, EV_PERSIST, tick_cb, cr);
@@ -610,13 +681,18 @@ static int cache_start(struct ds_node *node, char *err)
     return 0;
 }
 
+int ds_cache_serving(const struct ds_cache_role *cr)
+{
+    return cr->mesi && ds_gossip_joined(cr->gossip);
+}
+
 static int cache_ready(struct ds_node *node, const char **reason)
 {
     if (!node->cache->mesi) {
         *reason = "this node is claiming its cache node id";
         return 0;
     }
-    if (ds_gossip_joined(node->cache->gossip))
+    if (ds_cache_serving(node->cache))
         return 1;
     *reason = "no other cache node is known yet (gossip has not joined)";
     return 0;

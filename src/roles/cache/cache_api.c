@@ -159,13 +159,16 @@ void ds_cache_api_free(struct ds_cache_role *cr)
 }
 
 /* The key of /cache/{key}: 1..DS_MESI_MAX_KEY bytes of UTF-8 inside the caller's scope.  Answers
- * 400, 403 (scope) or 503 (still joining) and returns -1 if not. */
+ * 400, 403 (scope) or 503 (still joining, or not joined: /ready says the same) and returns -1 if
+ * not. */
 static int route_key(struct ds_http_req *req, const char **key, size_t *klen)
 {
     const struct ds_cache_role *cr = req->ctx;
-    if (!cr->mesi) {
+    if (!ds_cache_serving(cr)) {
         ds_http_add_header(req, "Retry-After", "1");
-        ds_http_reply_error(req, 503, "unavailable", "this cache node is still joining");
+        ds_http_reply_error(req, 503, "unavailable",
+                            cr->mesi ? "this cache node has not joined the cluster"
+                                     : "this cache node is still joining");
         return -1;
     }
     *key = req->match.params[0];
@@ -507,6 +510,8 @@ static void stats_route(struct ds_http_req *req)
     cJSON_AddNumberToObject(o, "dirty_lost", (double)s->dirty_lost);
     cJSON_AddNumberToObject(o, "busy_nacks", (double)s->busy_nacks);
     cJSON_AddNumberToObject(o, "op_timeouts", (double)s->op_timeouts);
+    cJSON_AddNumberToObject(o, "memory_writes_refused", (double)s->mem_refused);
+    cJSON_AddNumberToObject(o, "home_leases_refused", (double)s->home_lease_refused);
     cJSON *ev = cJSON_AddObjectToObject(o, "evictions");
     cJSON *ln = cJSON_AddObjectToObject(o, "lines");
     for (int i = 0; i < DS_MESI_NSTATES; i++) {

@@ -49,6 +49,7 @@ struct ds_cache_role {
     struct ds_ring *ring;            /* live cache members with a known MESI id, by name */
     uint16_t ring_ids[DS_MESI_MAX_NODES]; /* ring member index -> MESI id */
     uint16_t self;                   /* this node's MESI id (valid once mesi is running) */
+    uint64_t incarnation;            /* the engine's, from the persisted boot counter */
     int claim;                       /* a node outside the seeds: the id it claims, or -1 */
     uint64_t claim_since_ms;         /* when that claim was first advertised */
     int refresh;                     /* rebuild the ring on the next tick (own id changed) */
@@ -82,6 +83,10 @@ void ds_cache_drain(struct ds_cache_role *cr);
 const char *ds_cache_member_name(const struct ds_cache_role *cr, int id);
 /* The MESI id of the key's home (the engine's view). */
 uint16_t ds_cache_home(const struct ds_cache_role *cr, const uint8_t *key, size_t len);
+/* 1 when the engine runs and gossip has joined: before that the node's ring holds only itself (it
+ * would be the home of every key), so it serves no client operation and drops coherence
+ * messages.  After joining, every ring change restarts the engine's home warm-up (mesi.h). */
+int ds_cache_serving(const struct ds_cache_role *cr);
 
 /* ---- cache_api.c ---- */
 int ds_cache_api_routes(struct ds_cache_role *cr);
@@ -91,15 +96,22 @@ void ds_cache_api_done(struct ds_cache_role *cr, const struct ds_mesi_result *re
 void ds_cache_api_free(struct ds_cache_role *cr);
 
 /* ---- cache_store.c: main memory ---- */
-/* Redis when [redis] shards is set, else this node's own in-memory store.  err: 512 bytes. */
+/* Redis when [redis] shards is set, else this node's own in-memory store.  err: 512 bytes.
+ * Needs cr->incarnation. */
 int ds_cache_store_new(struct ds_cache_role *cr, struct cache_store **out, char *err);
 void ds_cache_store_free(struct cache_store *s);
-/* Start a read / write; the completion calls ds_mesi_mem_*_done (then ds_cache_drain), retrying
- * failed Redis commands with backoff until they succeed or the role stops.  Buffers are copied. */
+/* Start a read / write; the completion calls ds_mesi_mem_read_done / ds_mesi_mem_write_done, or
+ * ds_mesi_mem_write_refused when memory holds a newer version (then ds_cache_drain), retrying
+ * failed Redis commands with backoff until they succeed or the role stops.  Buffers are copied;
+ * applied_len <= DS_MESI_MAX_APPLIED. */
 void ds_cache_store_read(struct cache_store *s, uint64_t id, const uint8_t *key, size_t klen);
+void ds_cache_store_renew(struct cache_store *s, uint64_t id, const uint8_t *key, size_t klen);
+/* The engine's home_lease_ms: 2 lease terms over Redis (the arbiter of homes, mesi.h HOME LEASES;
+ * this node's token is "<node id>/<incarnation>"), 0 for the embedded store (no lease). */
+uint32_t ds_cache_store_home_lease_ms(const struct cache_store *s);
 void ds_cache_store_write(struct cache_store *s, uint64_t id, const uint8_t *key, size_t klen,
                           int present, const uint8_t *value, size_t vlen, uint64_t version,
-                          uint64_t floor);
+                          uint64_t floor, const uint8_t *applied, size_t applied_len);
 /* "redis" or "embedded"; shards up / configured (0/0 for embedded). */
 const char *ds_cache_store_kind(const struct cache_store *s);
 void ds_cache_store_shards(const struct cache_store *s, size_t *up, size_t *total);

@@ -2,9 +2,13 @@
  * async client of roles/queue/redis.h, key -> shard by the ring over [redis] shards) or, without
  * Redis, by this node's own in-memory table (lost when the process ends).
  *
- * Redis layout: one hash per key, "dsc:<key>" {p: 0|1, ver: version, floor: floor, v: value}; a write
- * is a script that refuses to go back (a lower version, or the same version with a lower floor), so
- * a late write of a previous home cannot undo a newer one.  Versions stay below 2^53 (Lua numbers). */
+ * Redis layout: one hash per key, "dsc:<key>" {p: 0|1, ver: version, floor: floor, v: value,
+ * w: the engine's applied-writes record}, and the key's home lease "dsl:<key>" (on the same shard):
+ * the holder's token "<node id>/<incarnation>" with a PX expiry (mesi.h HOME LEASES).  A read takes
+ * the lease (or refuses when another holds it), a renewal extends it if still held, and a write
+ * refuses unless the writer holds it or when it would go back (a lower version, or the same version
+ * with a lower floor): so a home that lost its lease, or a late write of a previous home, is never
+ * acknowledged.  Versions stay below 2^53 (Lua numbers).  The embedded store has no lease. */
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -21,16 +25,32 @@
 #include "roles/queue/redis.h"
 
 #define KEY_PREFIX "dsc:"
+#define LEASE_PREFIX "dsl:"
+#define TOKEN_MAX 96
 #define RETRY_MIN_MS 50u
 #define RETRY_MAX_MS 1000u
 #define TABLE_MIN 1024u
 
+static const char read_script[] =
+    "local h = redis.call('GET', KEYS[2])\n"
+    "if h and h ~= ARGV[1] then return {0} end\n"
+    "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
+    "local r = redis.call('HMGET', KEYS[1], 'p', 'ver', 'floor', 'v', 'w')\n"
+    "return {1, r[1], r[2], r[3], r[4], r[5]}\n";
+
+static const char renew_script[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "return 1\n";
+
 static const char write_script[] =
+    "if redis.call('GET', KEYS[2]) ~= ARGV[6] then return 0 end\n"
     "local cur = redis.call('HMGET', KEYS[1], 'ver', 'floor')\n"
     "local v, f = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local cv, cf = tonumber(cur[1] or '0'), tonumber(cur[2] or '0')\n"
     "if v < cv or (v == cv and f < cf) then return 0 end\n"
-    "redis.call('HSET', KEYS[1], 'p', ARGV[1], 'ver', ARGV[2], 'floor', ARGV[3], 'v', ARGV[4])\n"
+    "redis.call('HSET', KEYS[1], 'p', ARGV[1], 'ver', ARGV[2], 'floor', ARGV[3], 'v', ARGV[4],\n"
+    "           'w', ARGV[5])\n"
     "return 1\n";
 
 /* One key of the embedded store. */
@@ -42,6 +62,8 @@ struct item {
     uint8_t *key, *value;
     uint16_t klen;
     uint32_t vlen;
+    uint8_t applied[DS_MESI_MAX_APPLIED];
+    uint32_t applied_len;
 };
 
 /* A memory operation in flight (Redis) or waiting for its retry. */
@@ -49,11 +71,13 @@ struct memop {
     struct memop *prev, *next;
     struct cache_store *s;
     uint64_t id;
-    int write;
+    int kind; /* DS_MESI_OUT_MEM_READ / WRITE / RENEW */
     int present;
     uint64_t version, floor;
     uint8_t *key, *value;
     size_t klen, vlen;
+    uint8_t applied[DS_MESI_MAX_APPLIED];
+    size_t applied_len;
     uint64_t backoff_ms;
     struct event *timer;
 };
@@ -76,6 +100,8 @@ struct cache_store {
     struct memop *ops;
     size_t nops;
     uint64_t retries;
+    char token[TOKEN_MAX];       /* this node's home lease token */
+    uint64_t lease_ms;
     int freeing;
 };
 
@@ -106,13 +132,14 @@ static void table_grow(struct cache_store *s)
     s->nbuckets = n;
 }
 
-/* Returns 0, or ENOMEM (the engine's write then waits and the glue retries). */
+/* Returns 0, EEXIST when the table holds a newer version (the write is refused, as Redis's
+ * script does), or ENOMEM (the engine's write then waits and the glue retries). */
 static int table_put(struct cache_store *s, const struct memop *op)
 {
     uint64_t h = ds_hash64(op->key, op->klen, 0);
     struct item *it = item_find(s, op->key, op->klen, h);
     if (it && (op->version < it->version || (op->version == it->version && op->floor < it->floor)))
-        return 0;
+        return EEXIST;
     uint8_t *v = op->vlen ? malloc(op->vlen) : NULL;
     if (op->vlen && !v)
         return ENOMEM;
@@ -141,6 +168,8 @@ static int table_put(struct cache_store *s, const struct memop *op)
     it->present = op->present;
     it->version = op->version;
     it->floor = op->floor;
+    memcpy(it->applied, op->applied, op->applied_len);
+    it->applied_len = (uint32_t)op->applied_len;
     return 0;
 }
 
@@ -197,21 +226,55 @@ static void op_retry(struct memop *op)
 }
 
 static void complete_read(struct memop *op, int present, const uint8_t *v, size_t vlen,
-                          uint64_t version, uint64_t floor)
+                          uint64_t version, uint64_t floor, const uint8_t *applied,
+                          size_t applied_len)
 {
     struct ds_cache_role *cr = op->s->cr;
     uint64_t id = op->id;
     op_free(op);
-    ds_mesi_mem_read_done(cr->mesi, id, present, v, vlen, version, floor, ds_node_now_ms());
+    ds_mesi_mem_read_done(cr->mesi, id, present, v, vlen, version, floor, applied, applied_len,
+                          ds_node_now_ms());
     ds_cache_drain(cr);
 }
 
-static void complete_write(struct memop *op)
+/* Another node holds the key's home lease: the engine drops the entry (requesters retry). */
+static void complete_read_refused(struct memop *op)
 {
     struct ds_cache_role *cr = op->s->cr;
     uint64_t id = op->id;
     op_free(op);
-    ds_mesi_mem_write_done(cr->mesi, id, ds_node_now_ms());
+    ds_mesi_mem_read_refused(cr->mesi, id, ds_node_now_ms());
+    ds_cache_drain(cr);
+}
+
+static void complete_renew(struct memop *op, int held)
+{
+    struct ds_cache_role *cr = op->s->cr;
+    uint64_t id = op->id;
+    op_free(op);
+    if (!held)
+        ds_log(DS_LOG_WARN, "cache: a home lease was lost (another node holds the key's lease)",
+               NULL);
+    ds_mesi_mem_renew_done(cr->mesi, id, held, ds_node_now_ms());
+    ds_cache_drain(cr);
+}
+
+/* stored = 0: memory refused the write (a newer version there, or the home lease is another
+ * node's): the engine must not answer. */
+static void complete_write(struct memop *op, int stored)
+{
+    struct ds_cache_role *cr = op->s->cr;
+    uint64_t id = op->id;
+    char v[24];
+    snprintf(v, sizeof v, "%" PRIu64, op->version);
+    op_free(op);
+    if (stored) {
+        ds_mesi_mem_write_done(cr->mesi, id, ds_node_now_ms());
+    } else {
+        ds_log(DS_LOG_WARN, "cache: main memory refused a write (it holds a newer version, or this "
+               "node lost the key's home lease)", "version", v, NULL);
+        ds_mesi_mem_write_refused(cr->mesi, id, ds_node_now_ms());
+    }
     ds_cache_drain(cr);
 }
 
@@ -229,35 +292,54 @@ static int reply_u64(const redisReply *e, uint64_t *out)
     return ds_parse_u64(buf, out);
 }
 
+/* A string or nil field of HMGET's answer. */
+static int reply_bytes(const redisReply *e)
+{
+    return e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_NIL;
+}
+
+/* The read script answers {0} (another node holds the lease) or {1, p, ver, floor, v, w}. */
 static void read_cb(struct redisReply *reply, void *arg)
 {
     struct memop *op = arg;
     uint64_t present, version, floor;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4 ||
-        reply_u64(reply->element[0], &present) || reply_u64(reply->element[1], &version) ||
-        reply_u64(reply->element[2], &floor) || present > 1 ||
-        (reply->element[3]->type != REDIS_REPLY_STRING && reply->element[3]->type != REDIS_REPLY_NIL) ||
-        reply->element[3]->len > DS_MESI_MAX_VALUE) {
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+        reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == 0) {
+        complete_read_refused(op);
+        return;
+    }
+    redisReply **e = reply && reply->type == REDIS_REPLY_ARRAY ? reply->element : NULL;
+    if (!e || reply->elements != 6 || e[0]->type != REDIS_REPLY_INTEGER || e[0]->integer != 1 ||
+        reply_u64(e[1], &present) || reply_u64(e[2], &version) || reply_u64(e[3], &floor) ||
+        present > 1 || !reply_bytes(e[4]) || e[4]->len > DS_MESI_MAX_VALUE || !reply_bytes(e[5]) ||
+        e[5]->len > DS_MESI_MAX_APPLIED) {
         if (reply)
             ds_log(DS_LOG_WARN, "cache: unexpected Redis answer to a read", NULL);
         op_retry(op);
         return;
     }
-    const redisReply *v = reply->element[3];
+    const redisReply *v = e[4], *w = e[5];
     complete_read(op, (int)present, v->type == REDIS_REPLY_STRING ? (const uint8_t *)v->str : NULL,
-                  v->type == REDIS_REPLY_STRING ? v->len : 0, version, floor);
+                  v->type == REDIS_REPLY_STRING ? v->len : 0, version, floor,
+                  w->type == REDIS_REPLY_STRING ? (const uint8_t *)w->str : NULL,
+                  w->type == REDIS_REPLY_STRING ? w->len : 0);
 }
 
+/* The write and renew scripts answer 1 (done) or 0 (refused: a newer version, or the lease is not
+ * this node's). */
 static void write_cb(struct redisReply *reply, void *arg)
 {
     struct memop *op = arg;
-    if (!reply || reply->type != REDIS_REPLY_INTEGER) {
+    if (!reply || reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 || reply->integer > 1) {
         if (reply && reply->type == REDIS_REPLY_ERROR)
-            ds_log(DS_LOG_WARN, "cache: Redis refused a write", "error", reply->str, NULL);
+            ds_log(DS_LOG_WARN, "cache: Redis refused a script", "error", reply->str, NULL);
         op_retry(op);
         return;
     }
-    complete_write(op);
+    if (op->kind == DS_MESI_OUT_MEM_RENEW)
+        complete_renew(op, reply->integer == 1);
+    else
+        complete_write(op, reply->integer == 1);
 }
 
 static struct shard *shard_of(struct cache_store *s, const uint8_t *key, size_t klen)
@@ -271,34 +353,55 @@ static struct shard *shard_of(struct cache_store *s, const uint8_t *key, size_t 
     return NULL;
 }
 
+/* "<prefix><key>" (malloc'd, *len bytes, not NUL-terminated), or NULL. */
+static char *redis_key(const char *prefix, const struct memop *op, size_t *len)
+{
+    size_t pn = strlen(prefix);
+    char *k = malloc(pn + op->klen);
+    if (k) {
+        memcpy(k, prefix, pn);
+        memcpy(k + pn, op->key, op->klen);
+    }
+    *len = pn + op->klen;
+    return k;
+}
+
+static int redis_send(struct cache_store *s, struct shard *sh, struct memop *op, const char *rkey,
+                      size_t kn, const char *lkey, size_t ln)
+{
+    char lease[24];
+    snprintf(lease, sizeof lease, "%" PRIu64, s->lease_ms);
+    const char *tok = s->token;
+    if (op->kind == DS_MESI_OUT_MEM_READ) {
+        const char *argv[] = {"EVAL", read_script, "2", rkey, lkey, tok, lease};
+        size_t lens[] = {4, strlen(read_script), 1, kn, ln, strlen(tok), strlen(lease)};
+        return ds_redis_command(sh->r, read_cb, op, 7, argv, lens);
+    }
+    if (op->kind == DS_MESI_OUT_MEM_RENEW) {
+        const char *argv[] = {"EVAL", renew_script, "1", lkey, tok, lease};
+        size_t lens[] = {4, strlen(renew_script), 1, ln, strlen(tok), strlen(lease)};
+        return ds_redis_command(sh->r, write_cb, op, 6, argv, lens);
+    }
+    char ver[24], floor[24];
+    snprintf(ver, sizeof ver, "%" PRIu64, op->version);
+    snprintf(floor, sizeof floor, "%" PRIu64, op->floor);
+    const char *argv[] = {"EVAL", write_script, "2", rkey, lkey, op->present ? "1" : "0", ver,
+                          floor, op->value ? (const char *)op->value : "",
+                          (const char *)op->applied, tok};
+    size_t lens[] = {4, strlen(write_script), 1, kn, ln, 1, strlen(ver), strlen(floor), op->vlen,
+                     op->applied_len, strlen(tok)};
+    return ds_redis_command(sh->r, write_cb, op, 11, argv, lens);
+}
+
 static void redis_start(struct memop *op)
 {
     struct cache_store *s = op->s;
     struct shard *sh = shard_of(s, op->key, op->klen);
-    size_t kn = strlen(KEY_PREFIX) + op->klen;
-    char *rkey = malloc(kn);
-    if (!sh || !rkey) {
-        free(rkey);
-        op_retry(op);
-        return;
-    }
-    memcpy(rkey, KEY_PREFIX, strlen(KEY_PREFIX));
-    memcpy(rkey + strlen(KEY_PREFIX), op->key, op->klen);
-    int rv;
-    if (op->write) {
-        char ver[24], floor[24];
-        snprintf(ver, sizeof ver, "%" PRIu64, op->version);
-        snprintf(floor, sizeof floor, "%" PRIu64, op->floor);
-        const char *argv[] = {"EVAL", write_script, "1", rkey, op->present ? "1" : "0", ver, floor,
-                              op->value ? (const char *)op->value : ""};
-        size_t lens[] = {4, strlen(write_script), 1, kn, 1, strlen(ver), strlen(floor), op->vlen};
-        rv = ds_redis_command(sh->r, write_cb, op, 8, argv, lens);
-    } else {
-        const char *argv[] = {"HMGET", rkey, "p", "ver", "floor", "v"};
-        size_t lens[] = {5, kn, 1, 3, 5, 1};
-        rv = ds_redis_command(sh->r, read_cb, op, 6, argv, lens);
-    }
+    size_t kn, ln;
+    char *rkey = redis_key(KEY_PREFIX, op, &kn), *lkey = redis_key(LEASE_PREFIX, op, &ln);
+    int rv = !sh || !rkey || !lkey || redis_send(s, sh, op, rkey, kn, lkey, ln);
     free(rkey);
+    free(lkey);
     if (rv)
         op_retry(op);
 }
@@ -310,23 +413,29 @@ static void op_start(struct memop *op)
         redis_start(op);
         return;
     }
-    if (op->write) {
-        if (table_put(s, op)) {
+    if (op->kind == DS_MESI_OUT_MEM_RENEW) { /* no lease here: the engine runs without them */
+        complete_renew(op, 1);
+        return;
+    }
+    if (op->kind == DS_MESI_OUT_MEM_WRITE) {
+        int rv = table_put(s, op);
+        if (rv == ENOMEM) {
             op_retry(op);
             return;
         }
-        complete_write(op);
+        complete_write(op, rv == 0);
         return;
     }
     uint64_t h = ds_hash64(op->key, op->klen, 0);
     const struct item *it = item_find(s, op->key, op->klen, h);
     if (it)
-        complete_read(op, it->present, it->value, it->vlen, it->version, it->floor);
+        complete_read(op, it->present, it->value, it->vlen, it->version, it->floor, it->applied,
+                      it->applied_len);
     else
-        complete_read(op, 0, NULL, 0, 0, 0);
+        complete_read(op, 0, NULL, 0, 0, 0, NULL, 0);
 }
 
-static struct memop *op_new(struct cache_store *s, uint64_t id, int write, const uint8_t *key,
+static struct memop *op_new(struct cache_store *s, uint64_t id, int kind, const uint8_t *key,
                             size_t klen, const uint8_t *value, size_t vlen)
 {
     struct memop *op = calloc(1, sizeof *op);
@@ -344,7 +453,7 @@ static struct memop *op_new(struct cache_store *s, uint64_t id, int write, const
         memcpy(v, value, vlen);
     op->s = s;
     op->id = id;
-    op->write = write;
+    op->kind = kind;
     op->key = k;
     op->klen = klen;
     op->value = v;
@@ -371,19 +480,26 @@ static void op_launch(struct memop *op)
 
 void ds_cache_store_read(struct cache_store *s, uint64_t id, const uint8_t *key, size_t klen)
 {
-    op_launch(op_new(s, id, 0, key, klen, NULL, 0));
+    op_launch(op_new(s, id, DS_MESI_OUT_MEM_READ, key, klen, NULL, 0));
+}
+
+void ds_cache_store_renew(struct cache_store *s, uint64_t id, const uint8_t *key, size_t klen)
+{
+    op_launch(op_new(s, id, DS_MESI_OUT_MEM_RENEW, key, klen, NULL, 0));
 }
 
 void ds_cache_store_write(struct cache_store *s, uint64_t id, const uint8_t *key, size_t klen,
                           int present, const uint8_t *value, size_t vlen, uint64_t version,
-                          uint64_t floor)
+                          uint64_t floor, const uint8_t *applied, size_t applied_len)
 {
-    struct memop *op = op_new(s, id, 1, key, klen, value, vlen);
+    struct memop *op = op_new(s, id, DS_MESI_OUT_MEM_WRITE, key, klen, value, vlen);
     if (!op)
         return;
     op->present = present;
     op->version = version;
     op->floor = floor;
+    memcpy(op->applied, applied, applied_len);
+    op->applied_len = applied_len;
     op_launch(op);
 }
 
@@ -436,7 +552,15 @@ int ds_cache_store_new(struct ds_cache_role *cr, struct cache_store **out, char 
     }
     s->cr = cr;
     *out = s;
-    return start_shards(s, cr->node->cfg->redis_shards, err);
+    snprintf(s->token, sizeof s->token, "%s/%" PRIu64, cr->node->cfg->node_id, cr->incarnation);
+    int rv = start_shards(s, cr->node->cfg->redis_shards, err);
+    s->lease_ms = s->nshards ? 2 * (uint64_t)cr->node->cfg->cache_lease_ms : 0;
+    return rv;
+}
+
+uint32_t ds_cache_store_home_lease_ms(const struct cache_store *s)
+{
+    return (uint32_t)s->lease_ms;
 }
 
 void ds_cache_store_free(struct cache_store *s)

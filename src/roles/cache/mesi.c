@@ -17,7 +17,8 @@
  *   line_check_lease on S / E / SM_D          "lease of a clean copy runs out" branch
  *   on_inv: drops copies with gid <= Inv's    on_inv (same rule), IS_D -> CIS_D_I
  *   on_fwd: owner answers; older S dropped    on_fwd (same rules); FWD_READY = Fwd before Data
- * Not in the model: loss/retransmission, crashes, busy Nack, write-through, M lease expiry. */
+ * Not in the model: loss/retransmission, crashes, busy Nack, write-through (and its write ids), M
+ * lease expiry, home leases. */
 #include "roles/cache/mesi.h"
 
 #include <assert.h>
@@ -69,11 +70,12 @@ struct hreq {
     uint8_t flags;
     uint16_t from;
     uint64_t req, gid, ts, version;
+    uint64_t wid;          /* FLAG_WRITE: the client write's id (msg.txn) */
     uint8_t *value;
     uint32_t vlen;
 };
 
-enum dir_phase { PH_IDLE = 0, PH_LOAD, PH_BEGIN, PH_RECALL, PH_PERSIST };
+enum dir_phase { PH_IDLE = 0, PH_LOAD, PH_RENEW, PH_BEGIN, PH_RECALL, PH_PERSIST };
 
 struct dir {
     int st;
@@ -82,6 +84,8 @@ struct dir {
     uint64_t gid[DS_MESI_MAX_NODES];
     uint64_t until[DS_MESI_MAX_NODES];
     uint8_t gtype[DS_MESI_MAX_NODES];
+    uint64_t wid[DS_MESI_MAX_NODES];  /* last client write applied for each node (its id)... */
+    uint64_t wver[DS_MESI_MAX_NODES]; /* ...and the version it was applied at */
     uint64_t version, floor, owner_base;
     int present;
     uint8_t *value;
@@ -94,6 +98,9 @@ struct dir {
     uint64_t awaiting;
     uint64_t last_send;
     uint64_t mem_op;
+    uint64_t lease_sent;      /* home lease: when the MEM_READ / MEM_RENEW in use was issued */
+    uint64_t lease_until;     /* home lease: this home may grant until then (its clock) */
+    uint64_t renew_op;        /* MEM_RENEW in flight, 0 = none */
     struct ds_mesi_msg reply; /* computed by dir_apply, sent after the memory write */
     struct hreq *q;
     uint32_t qhead, qlen;
@@ -511,6 +518,7 @@ static void req_transmit(struct ds_mesi *m, struct rec *r, uint64_t now)
         v = l->ops->value;
         vl = l->ops->vlen;
         msg.flags = (uint8_t)(DS_MESI_FLAG_WRITE | (l->ops->present ? DS_MESI_FLAG_PRESENT : 0));
+        msg.txn = l->req_op; /* the same on every retry: the home applies the write once */
     } else if (l->req_type == DS_MESI_MSG_PUTM || l->req_type == DS_MESI_MSG_WB) {
         msg.version = l->version;
         v = l->value;
@@ -866,6 +874,14 @@ static int line_waits_data(const struct line *l)
            l->st == DS_MESI_SM_D;
 }
 
+/* CLOCK ASSUMPTION (mesi.h): timed from our request, margin_ms early.  A home near the end of its
+ * own lease may grant less than margin_ms: such a copy is never valid. */
+static uint64_t holder_deadline(const struct ds_mesi *m, const struct ds_mesi_msg *msg)
+{
+    uint64_t end = msg->ts + msg->lease_ms;
+    return end > m->cfg.margin_ms ? end - m->cfg.margin_ms : 0;
+}
+
 static void on_data(struct ds_mesi *m, struct rec *r, const struct ds_mesi_msg *msg, uint64_t now)
 {
     struct line *l = &r->line;
@@ -875,10 +891,11 @@ static void on_data(struct ds_mesi *m, struct rec *r, const struct ds_mesi_msg *
     }
     if (line_set_value(l, msg->value, msg->value_len, !!(msg->flags & DS_MESI_FLAG_PRESENT)))
         return; /* out of memory: the retransmitted request brings the Data again */
+    uint64_t carried = l->req_op;
     req_clear(l);
     l->version = msg->version;
     l->acked_base = MAX64(msg->version, msg->floor);
-    l->lease_until = msg->ts + msg->lease_ms - m->cfg.margin_ms;
+    l->lease_until = holder_deadline(m, msg);
     if (l->st == DS_MESI_IS_D_I) {
         /* Inv overtook this Data: the value was current when the home granted it, within the
          * intervals of the reads pending at the Inv, so it serves those once and is then dropped
@@ -893,10 +910,11 @@ static void on_data(struct ds_mesi *m, struct rec *r, const struct ds_mesi_msg *
         l->gid = msg->req;
         l->floor = msg->floor;
         line_account(m, r);
-        if (l->req_op && msg->grant == DS_MESI_M) /* the home applied our write-through write */
-            op_done(m, r, op_pop(l), DS_MESI_OK, l->version);
+        /* the home applied our write-through write (now or on an earlier try) at version txn */
+        if (carried && msg->grant == DS_MESI_M && (msg->flags & DS_MESI_FLAG_WRITE) && l->ops &&
+            l->ops->id == carried)
+            op_done(m, r, op_pop(l), DS_MESI_OK, msg->txn);
     }
-    l->req_op = 0;
     line_kick(m, r, now);
     evict_if_needed(m, r, now);
 }
@@ -920,7 +938,7 @@ static void on_put_ack(struct ds_mesi *m, struct rec *r, const struct ds_mesi_ms
         line_kick(m, r, now);
         return;
     }
-    l->lease_until = msg->ts + msg->lease_ms - m->cfg.margin_ms;
+    l->lease_until = holder_deadline(m, msg);
     if (wt) {
         if (line_set_value(l, o->value, o->vlen, o->present) == DS_MESI_OK) {
             l->version = msg->version;
@@ -1067,6 +1085,51 @@ static struct dir *dir_new(struct ds_mesi *m)
     return d;
 }
 
+/* The entry is forgotten: requesters retransmit, and the next one reloads the key from memory. */
+static void dir_drop(struct ds_mesi *m, struct rec *r)
+{
+    dir_free(r->dir, m->cfg.queue_max);
+    r->dir = NULL;
+    m->st.dir_entries--;
+}
+
+/* ---- home leases (mesi.h HOME LEASES): the home may grant only while it holds the key's lease */
+
+static uint64_t home_margin(const struct ds_mesi *m)
+{
+    return (uint64_t)m->cfg.margin_ms * m->cfg.home_lease_ms / m->cfg.lease_ms + 1;
+}
+
+/* Its lease is over (by this home's clock): every copy it granted has ended too. */
+static int home_lapsed(const struct ds_mesi *m, const struct dir *d, uint64_t now)
+{
+    return m->cfg.home_lease_ms && d->loaded && now >= d->lease_until;
+}
+
+static void lease_taken(struct ds_mesi *m, struct dir *d)
+{
+    d->lease_until = d->lease_sent + m->cfg.home_lease_ms - home_margin(m);
+}
+
+static void renew_start(struct ds_mesi *m, struct rec *r, uint64_t now)
+{
+    struct dir *d = r->dir;
+    struct ds_mesi_out *o = out_new(m);
+    o->kind = DS_MESI_OUT_MEM_RENEW;
+    o->id = d->renew_op = next_id(m);
+    out_set_kv(o, r->key, r->klen, NULL, 0);
+    d->lease_sent = now;
+}
+
+/* The lease term a copy granted now may have: it ends with the home's lease at the latest. */
+static uint32_t grant_lease(const struct ds_mesi *m, const struct dir *d, uint64_t now)
+{
+    if (!m->cfg.home_lease_ms)
+        return m->cfg.lease_ms;
+    uint64_t left = d->lease_until > now ? d->lease_until - now : 0;
+    return left < m->cfg.lease_ms ? (uint32_t)left : m->cfg.lease_ms;
+}
+
 static void home_send(struct ds_mesi *m, struct rec *r, struct ds_mesi_msg *msg, const uint8_t *v,
                       uint32_t vl)
 {
@@ -1173,13 +1236,75 @@ static void set_reply(struct dir *d, int type)
     d->reply.ts = d->cur.ts;
 }
 
+/* Write-through: the home applies a client write once.  A write whose id it recorded for that node
+ * (retried after a Fwd overtook the answer to its WB, or after a lost Data) is not applied again:
+ * the answer names the version of its first application.  A node's writes reach the home one at a
+ * time, in increasing ids: a late copy of an older one never replaces the record. */
+static void apply_write(struct dir *d, uint64_t version)
+{
+    const struct hreq *c = &d->cur;
+    if (c->wid && c->wid == d->wid[c->from])
+        return;
+    dir_take_value(d, version, c->value, c->vlen, !!(c->flags & DS_MESI_FLAG_PRESENT));
+    if (c->wid < d->wid[c->from])
+        return;
+    d->wid[c->from] = c->wid;
+    d->wver[c->from] = version;
+    d->persist = 1;
+}
+
+/* The applied-writes record kept in main memory: per node with one, u8 node | u64 write id |
+ * u64 version, little-endian. */
+#define APPLIED_ENTRY 17
+
+static uint32_t applied_encode(const struct dir *d, uint8_t *out)
+{
+    uint32_t n = 0;
+    for (int x = 0; x < DS_MESI_MAX_NODES; x++) {
+        if (!d->wid[x])
+            continue;
+        out[n] = (uint8_t)x;
+        for (int i = 0; i < 8; i++) {
+            out[n + 1 + i] = (uint8_t)(d->wid[x] >> (8 * i));
+            out[n + 9 + i] = (uint8_t)(d->wver[x] >> (8 * i));
+        }
+        n += APPLIED_ENTRY;
+    }
+    return n;
+}
+
+/* Entries with a node id out of range, and a partial last entry, are ignored. */
+static void applied_decode(struct dir *d, const uint8_t *p, size_t len)
+{
+    for (size_t k = 0; k + APPLIED_ENTRY <= len; k += APPLIED_ENTRY) {
+        if (p[k] >= DS_MESI_MAX_NODES)
+            continue;
+        uint64_t w = 0, v = 0;
+        for (int i = 7; i >= 0; i--) {
+            w = (w << 8) | p[k + 1 + i];
+            v = (v << 8) | p[k + 9 + i];
+        }
+        d->wid[p[k]] = w;
+        d->wver[p[k]] = v;
+    }
+}
+
+/* The Data answering a GetM that carries a client write: FLAG_WRITE, and txn = the version the
+ * home applied that write at. */
+static void reply_applied(struct dir *d, int x)
+{
+    d->reply.flags = DS_MESI_FLAG_WRITE;
+    d->reply.txn = d->wver[x];
+}
+
 static void apply_get(struct ds_mesi *m, struct dir *d)
 {
     int x = d->cur.from;
     set_reply(d, DS_MESI_MSG_DATA);
-    if (d->cur.flags & DS_MESI_FLAG_WRITE) /* write-through GetM: the home applies the write */
-        dir_take_value(d, MAX64(d->version, d->floor) + 1, d->cur.value, d->cur.vlen,
-                       !!(d->cur.flags & DS_MESI_FLAG_PRESENT));
+    if (d->cur.flags & DS_MESI_FLAG_WRITE) { /* write-through GetM: the home applies the write */
+        apply_write(d, MAX64(d->version, d->floor) + 1);
+        reply_applied(d, x);
+    }
     if (d->cur.type == DS_MESI_MSG_GETM || (d->owner < 0 && !(d->sharers & ~BIT(x)))) {
         d->reply.grant = d->cur.type == DS_MESI_MSG_GETM ? DS_MESI_M : DS_MESI_E;
         d->sharers = 0;
@@ -1219,7 +1344,10 @@ static void apply_wb(struct ds_mesi *m, struct dir *d)
         d->reply.reason = DS_MESI_NACK_NOT_OWNER;
         return;
     }
-    dir_take_value(d, c->version, c->value, c->vlen, !!(c->flags & DS_MESI_FLAG_PRESENT));
+    if (c->flags & DS_MESI_FLAG_WRITE)
+        apply_write(d, c->version);
+    else
+        dir_take_value(d, c->version, c->value, c->vlen, !!(c->flags & DS_MESI_FLAG_PRESENT));
     d->owner_base = MAX64(d->owner_base, c->version);
     set_reply(d, DS_MESI_MSG_PUT_ACK);
     d->reply.version = c->version;
@@ -1235,12 +1363,15 @@ static void dir_send_reply(struct ds_mesi *m, struct rec *r, uint64_t now)
     if (msg.type == DS_MESI_MSG_DATA) {
         msg.version = d->version;
         msg.floor = d->floor;
-        msg.flags = d->present ? DS_MESI_FLAG_PRESENT : 0;
+        msg.flags = (uint8_t)((d->present ? DS_MESI_FLAG_PRESENT : 0) |
+                              (msg.flags & DS_MESI_FLAG_WRITE));
         v = d->value;
         vl = d->vlen;
     }
-    if (msg.lease_ms)
-        d->until[msg.to] = now + m->cfg.lease_ms + m->cfg.margin_ms;
+    if (msg.lease_ms) {
+        msg.lease_ms = grant_lease(m, d, now);
+        d->until[msg.to] = now + msg.lease_ms + m->cfg.margin_ms;
+    }
     home_send(m, r, &msg, v, vl);
 }
 
@@ -1280,10 +1411,11 @@ static void dir_apply(struct ds_mesi *m, struct rec *r, uint64_t now)
     o->present = d->present;
     o->version = d->version;
     o->floor = d->floor;
+    o->applied_len = applied_encode(d, o->applied);
     d->phase = PH_PERSIST;
 }
 
-static void dir_start(struct ds_mesi *m, struct rec *r)
+static void dir_start(struct ds_mesi *m, struct rec *r, uint64_t now)
 {
     struct dir *d = r->dir;
     d->cur = d->q[d->qhead];
@@ -1298,13 +1430,18 @@ static void dir_start(struct ds_mesi *m, struct rec *r)
     }
     d->txn = next_id(m);
     if (d->loaded) {
-        d->phase = PH_BEGIN;
+        /* a grant is worth half a lease at least: else the home renews its own lease first */
+        int renew = m->cfg.home_lease_ms && d->lease_until < now + m->cfg.lease_ms / 2;
+        if (renew && !d->renew_op)
+            renew_start(m, r, now);
+        d->phase = renew ? PH_RENEW : PH_BEGIN;
         return;
     }
     struct ds_mesi_out *o = out_new(m);
     o->kind = DS_MESI_OUT_MEM_READ;
     o->id = d->mem_op = next_id(m);
     out_set_kv(o, r->key, r->klen, NULL, 0);
+    d->lease_sent = now;
     d->phase = PH_LOAD;
 }
 
@@ -1314,11 +1451,13 @@ static void dir_step(struct ds_mesi *m, struct rec *r, uint64_t now)
 {
     struct dir *d = r->dir;
     for (;;) {
+        if (home_lapsed(m, d, now))
+            return; /* the next tick drops the entry */
         switch (d->phase) {
         case PH_IDLE:
             if (!d->qlen)
                 return;
-            dir_start(m, r);
+            dir_start(m, r, now);
             break;
         case PH_BEGIN:
             dir_begin(m, r, now);
@@ -1329,7 +1468,7 @@ static void dir_step(struct ds_mesi *m, struct rec *r, uint64_t now)
                 return;
             dir_apply(m, r, now);
             break;
-        default: /* PH_LOAD, PH_PERSIST: waiting for main memory */
+        default: /* PH_LOAD, PH_RENEW, PH_PERSIST: waiting for main memory */
             return;
         }
     }
@@ -1364,6 +1503,8 @@ static void resend_grant(struct ds_mesi *m, struct rec *r, const struct ds_mesi_
     d->reply.ts = msg->ts;
     d->reply.grant = d->gtype[msg->from];
     d->reply.lease_ms = m->cfg.lease_ms;
+    if ((msg->flags & DS_MESI_FLAG_WRITE) && msg->txn == d->wid[msg->from])
+        reply_applied(d, msg->from);
     dir_send_reply(m, r, now);
     d->reply = save;
 }
@@ -1379,6 +1520,8 @@ static void home_on_request(struct ds_mesi *m, struct rec *r, const struct ds_me
         home_nack(m, r, msg, DS_MESI_NACK_NOT_READY);
         return;
     }
+    if (r->dir && home_lapsed(m, r->dir, now))
+        dir_drop(m, r);
     if (!r->dir && !(r->dir = dir_new(m)))
         return; /* out of memory: the request is retransmitted */
     struct dir *d = r->dir;
@@ -1408,6 +1551,7 @@ static void home_on_request(struct ds_mesi *m, struct rec *r, const struct ds_me
     h->gid = msg->gid;
     h->ts = msg->ts;
     h->version = msg->version;
+    h->wid = msg->flags & DS_MESI_FLAG_WRITE ? msg->txn : 0;
     h->vlen = msg->value_len;
     d->qlen++;
     dir_step(m, r, now);
@@ -1509,10 +1653,12 @@ static struct rec *find_mem_op(struct ds_mesi *m, uint64_t id, int phase)
 }
 
 int ds_mesi_mem_read_done(struct ds_mesi *m, uint64_t id, int present, const uint8_t *value,
-                          size_t vlen, uint64_t version, uint64_t floor, uint64_t now)
+                          size_t vlen, uint64_t version, uint64_t floor, const uint8_t *applied,
+                          size_t applied_len, uint64_t now)
 {
     release_polled(m);
-    if (vlen > DS_MESI_MAX_VALUE || (vlen && !value))
+    if (vlen > DS_MESI_MAX_VALUE || (vlen && !value) || applied_len > DS_MESI_MAX_APPLIED ||
+        (applied_len && !applied))
         return DS_MESI_EINVAL;
     struct rec *r = find_mem_op(m, id, PH_LOAD);
     if (!r)
@@ -1526,12 +1672,50 @@ int ds_mesi_mem_read_done(struct ds_mesi *m, uint64_t id, int present, const uin
     d->vlen = (uint32_t)vlen;
     d->present = present;
     d->version = version;
+    applied_decode(d, applied, applied_len);
     /* A previous home may have granted write permission beyond memory's version: start above it. */
     d->floor = MAX64(floor, version) + m->cfg.max_dirty;
     d->persist = 1;
     d->loaded = 1;
+    lease_taken(m, d);
     d->phase = PH_BEGIN;
     dir_step(m, r, now);
+    drain_self(m, now);
+    return DS_MESI_OK;
+}
+
+int ds_mesi_mem_read_refused(struct ds_mesi *m, uint64_t id, uint64_t now)
+{
+    release_polled(m);
+    struct rec *r = find_mem_op(m, id, PH_LOAD);
+    if (!r)
+        return DS_MESI_ENOTFOUND;
+    m->st.home_lease_refused++;
+    dir_drop(m, r);
+    drain_self(m, now);
+    return DS_MESI_OK;
+}
+
+int ds_mesi_mem_renew_done(struct ds_mesi *m, uint64_t id, int held, uint64_t now)
+{
+    release_polled(m);
+    struct rec *r = NULL;
+    for (size_t i = 0; i < m->nbuckets && !r; i++)
+        for (r = m->tab[i]; r && !(r->dir && r->dir->renew_op == id); r = r->next)
+            ;
+    if (!r)
+        return DS_MESI_ENOTFOUND;
+    struct dir *d = r->dir;
+    d->renew_op = 0;
+    if (!held) {
+        m->st.home_lease_refused++;
+        dir_drop(m, r);
+    } else {
+        lease_taken(m, d);
+        if (d->phase == PH_RENEW)
+            d->phase = PH_BEGIN;
+        dir_step(m, r, now);
+    }
     drain_self(m, now);
     return DS_MESI_OK;
 }
@@ -1545,6 +1729,23 @@ int ds_mesi_mem_write_done(struct ds_mesi *m, uint64_t id, uint64_t now)
     r->dir->persist = 0;
     dir_finish(m, r, now);
     dir_step(m, r, now);
+    drain_self(m, now);
+    return DS_MESI_OK;
+}
+
+/* Memory holds a newer version of the key than this home: another node has acted as its home.
+ * This entry is stale, so nothing it decided is answered (a write-through write stays
+ * unacknowledged), it is dropped, and the home waits one lease term before granting again (so
+ * that every copy it granted has expired); the next request reloads the key from memory. */
+int ds_mesi_mem_write_refused(struct ds_mesi *m, uint64_t id, uint64_t now)
+{
+    release_polled(m);
+    struct rec *r = find_mem_op(m, id, PH_PERSIST);
+    if (!r)
+        return DS_MESI_ENOTFOUND;
+    dir_drop(m, r);
+    m->st.mem_refused++;
+    m->ready_at = MAX64(m->ready_at, now + m->cfg.lease_ms + m->cfg.margin_ms);
     drain_self(m, now);
     return DS_MESI_OK;
 }
@@ -1601,9 +1802,27 @@ static void line_tick(struct ds_mesi *m, struct rec *r, uint64_t now)
     line_kick(m, r, now);
 }
 
+/* A copy granted by this home may still be valid. */
+static int dir_granted(const struct dir *d, uint64_t now)
+{
+    for (int y = 0; y < DS_MESI_MAX_NODES; y++)
+        if (((d->sharers | (d->owner >= 0 ? BIT(d->owner) : 0)) & BIT(y)) && now < d->until[y])
+            return 1;
+    return 0;
+}
+
 static void dir_tick(struct ds_mesi *m, struct rec *r, uint64_t now)
 {
     struct dir *d = r->dir;
+    if (home_lapsed(m, d, now)) {
+        dir_drop(m, r);
+        return;
+    }
+    /* keep the lease of a key in use, so that grants need no round trip to memory */
+    if (m->cfg.home_lease_ms && d->loaded && !d->renew_op &&
+        d->lease_until < now + m->cfg.home_lease_ms / 2 &&
+        (d->qlen || d->phase != PH_IDLE || dir_granted(d, now)))
+        renew_start(m, r, now);
     if (d->phase == PH_RECALL && now - d->last_send >= m->cfg.retry_ms)
         for (int y = 0; y < DS_MESI_MAX_NODES; y++)
             if (d->awaiting & BIT(y))
@@ -1643,20 +1862,18 @@ void ds_mesi_set_epoch(struct ds_mesi *m, uint64_t epoch, uint64_t now)
     m->ready_at = now + m->cfg.lease_ms + m->cfg.margin_ms;
     for (size_t i = 0; i < m->nbuckets; i++)
         for (struct rec *r = m->tab[i]; r; r = r->next)
-            if (r->dir && home_of(m, r) != m->cfg.self) {
-                dir_free(r->dir, m->cfg.queue_max);
-                r->dir = NULL;
-                m->st.dir_entries--;
-            }
+            if (r->dir && home_of(m, r) != m->cfg.self)
+                dir_drop(m, r);
 }
 
 /* ------------------------------------------------------------------ life cycle */
 
 int ds_mesi_create(const struct ds_mesi_config *cfg, uint64_t now, struct ds_mesi **out)
 {
-    if (!cfg || !cfg->ring || cfg->self >= DS_MESI_MAX_NODES || !cfg->queue_max ||
+    if (!cfg || !cfg->ring || cfg->self >= DS_MESI_MAX_NODES || cfg->incarnation > UINT32_MAX ||
+        !cfg->queue_max ||
         !cfg->lease_ms || cfg->margin_ms >= cfg->lease_ms / 2 || !cfg->retry_ms || !cfg->ops_max ||
-        cfg->max_dirty == 0)
+        cfg->max_dirty == 0 || (cfg->home_lease_ms && cfg->home_lease_ms < 2 * cfg->lease_ms))
         return DS_MESI_EINVAL;
     struct ds_mesi *m = calloc(1, sizeof *m);
     if (!m)

@@ -23,6 +23,12 @@
  * answers or its lease (home deadline) runs out.  Replies are never resent on their own: a duplicate
  * request re-triggers them, and every handler is idempotent (ids + versions).  A client operation that
  * has not completed after op_timeout_ms completes with DS_MESI_EUNAVAIL (the glue answers 503).
+ * A write-through write is applied at most once: it travels with its id, and a home that already
+ * applied that write for that node (the answer was lost or overtaken by a Fwd, and the requester
+ * retried it as a GetM) answers with the version of that first application instead.  The home
+ * keeps the last applied write id of each node in its directory entry and in main memory with the
+ * value (MEM_WRITE's `applied`), so a retry that reaches a restarted home or a new home of the key
+ * is recognised too.
  *
  * WRITE POLICY and LOSS WINDOW.  write-through: a write completes after the home has written it to main
  * memory (no acknowledged write is ever lost).  write-back: a write completes when it is applied to the
@@ -35,7 +41,18 @@
  * MEMBERSHIP.  Node ids are small integers < DS_MESI_MAX_NODES; every message carries the membership
  * epoch and messages of another epoch are dropped (counted).  After creation or an epoch change the
  * home waits one lease term (+ margin) before it grants anything (DS_MESI_NACK_NOT_READY meanwhile), so
- * every copy granted by a previous home has expired. */
+ * every copy granted by a previous home has expired.
+ *
+ * HOME LEASES (home_lease_ms > 0).  Membership views can differ (gossip has no quorum): two nodes may
+ * both take themselves for a key's home.  Main memory is then the arbiter: a home acts for a key only
+ * while it holds the key's home lease there.  MEM_READ loads the key AND takes the lease for
+ * home_lease_ms (refused while another node holds it: ds_mesi_mem_read_refused; requesters retry);
+ * MEM_RENEW extends it if still held (in the background while copies granted are valid or requests
+ * wait, so grants need no round trip); MEM_WRITE is refused unless the lease is held.  The home times
+ * its lease from when it sent the MEM_READ / MEM_RENEW and ends it home_margin early (margin_ms scaled
+ * to home_lease_ms), and every copy it grants ends no later than its lease: after that, by its own
+ * clock, it drops the key's entry (a paused home that resumes cannot grant; a new home takes the
+ * lease only after memory expired it, when every copy of the old one has ended). */
 #ifndef DS_ROLES_CACHE_MESI_H
 #define DS_ROLES_CACHE_MESI_H
 
@@ -109,7 +126,9 @@ enum ds_mesi_nack {
 #define DS_MESI_FLAG_PRESENT 0x01u /* the value exists (0 = deleted / never written) */
 #define DS_MESI_FLAG_DIRTY 0x02u   /* FWD_ACK: the value is newer than main memory */
 #define DS_MESI_FLAG_NOCOPY 0x04u  /* FWD_ACK: the node holds no copy for that grant */
-#define DS_MESI_FLAG_WRITE 0x08u   /* GETM / WB (write-through): carries a client write to apply */
+#define DS_MESI_FLAG_WRITE 0x08u   /* GETM / WB (write-through): carries a client write to apply,
+                                    * txn = the write's id (the same on every retry); DATA answering
+                                    * such a GETM: txn = the version the home applied it at */
 
 /* One coherence message.  key/value point into the sender's (or decoder's) buffer. */
 struct ds_mesi_msg {
@@ -119,7 +138,7 @@ struct ds_mesi_msg {
     uint8_t reason;  /* NACK: enum ds_mesi_nack */
     uint16_t from, to;
     uint64_t epoch;   /* membership epoch of the sender */
-    uint64_t txn;     /* home transaction id (Inv, Fwd and their acks) */
+    uint64_t txn;     /* home transaction id (Inv, Fwd and their acks); FLAG_WRITE: see there */
     uint64_t req;     /* requester's request id (requests, DATA, PUT_ACK, NACK) */
     uint64_t gid;     /* grant id the message is about (= req of the DATA that granted the copy) */
     uint64_t version; /* version of the carried value */
@@ -171,7 +190,9 @@ enum ds_mesi_write_policy { DS_MESI_WRITE_BACK = 0, DS_MESI_WRITE_THROUGH = 1 };
 
 struct ds_mesi_config {
     uint16_t self;           /* this node's id, < DS_MESI_MAX_NODES */
-    uint64_t incarnation;    /* differs on every start (e.g. boot count); makes ids unique */
+    uint64_t incarnation;    /* < 2^32, larger on every start of the node (a persisted boot
+                              * count): ids are (incarnation << 32 | counter) and a home drops
+                              * requests with ids not above the last it granted that node */
     uint64_t epoch;          /* initial membership epoch */
     uint32_t lease_ms;       /* lease term granted with every copy */
     uint32_t margin_ms;      /* clock margin, see CLOCK ASSUMPTION */
@@ -184,11 +205,12 @@ struct ds_mesi_config {
     size_t max_entries;      /* LRU: lines per node */
     size_t max_bytes;        /* LRU: key + value bytes per node */
     int write_policy;        /* enum ds_mesi_write_policy */
+    uint32_t home_lease_ms;  /* 0, or >= 2 * lease_ms: fence homes by leases in memory (HOME LEASES) */
     const struct ds_mesi_ring *ring; /* borrowed, outlives the engine */
     struct ds_mesi_policy *policy;   /* borrowed; NULL = built-in LRU */
 };
 /* Fills cfg with sane defaults (lease 2000 ms, margin 50, retry 100, op timeout 5000, flush 500,
- * max_dirty 64, queue_max 16, ops_max 32, 4096 entries, 64 MiB, write-back). */
+ * max_dirty 64, queue_max 16, ops_max 32, 4096 entries, 64 MiB, write-back, no home leases). */
 void ds_mesi_config_default(struct ds_mesi_config *cfg);
 
 struct ds_mesi; /* opaque engine */
@@ -227,19 +249,41 @@ void ds_mesi_tick(struct ds_mesi *m, uint64_t now_ms);
 void ds_mesi_set_epoch(struct ds_mesi *m, uint64_t epoch, uint64_t now_ms);
 
 /* Main memory completions, for DS_MESI_OUT_MEM_READ / MEM_WRITE outputs with the same id.  A missing
- * key is present = 0, version 0, floor 0.  The glue retries failed memory operations itself. */
+ * key is present = 0, version 0, floor 0, no applied record.  `applied` is the record stored by the
+ * last MEM_WRITE of the key (applied_len <= DS_MESI_MAX_APPLIED, else DS_MESI_EINVAL).  The glue
+ * retries failed memory operations itself. */
 int ds_mesi_mem_read_done(struct ds_mesi *m, uint64_t id, int present, const uint8_t *value,
-                          size_t vlen, uint64_t version, uint64_t floor, uint64_t now_ms);
+                          size_t vlen, uint64_t version, uint64_t floor, const uint8_t *applied,
+                          size_t applied_len, uint64_t now_ms);
 int ds_mesi_mem_write_done(struct ds_mesi *m, uint64_t id, uint64_t now_ms);
+/* Home leases: memory did not give the lease of MEM_READ `id` (another node holds it).  The entry is
+ * dropped; the requests waiting on it are retransmitted by their senders and try again. */
+int ds_mesi_mem_read_refused(struct ds_mesi *m, uint64_t id, uint64_t now_ms);
+/* Home leases: the MEM_RENEW `id` completed; held = 0: the lease was no longer this node's (the
+ * entry is dropped). */
+int ds_mesi_mem_renew_done(struct ds_mesi *m, uint64_t id, int held, uint64_t now_ms);
+/* Main memory refused the MEM_WRITE `id` because it holds a higher version (or the same version
+ * with a higher floor), or (home leases) this node does not hold the key's lease: another node acted
+ * as the key's home.  The home answers nothing of that
+ * transaction (a write-through write is never acknowledged at a refused version), drops the key's
+ * directory entry and waits one lease term (+ margin) before it grants anything again. */
+int ds_mesi_mem_write_refused(struct ds_mesi *m, uint64_t id, uint64_t now_ms);
 
 /* Outbox. */
 enum ds_mesi_out_kind {
     DS_MESI_OUT_SEND = 1,  /* send msg to msg.to */
-    DS_MESI_OUT_MEM_READ,  /* read key from main memory, then ds_mesi_mem_read_done(id) */
-    DS_MESI_OUT_MEM_WRITE, /* store {present, value, version, floor}, then ds_mesi_mem_write_done(id) */
+    DS_MESI_OUT_MEM_READ,  /* read key from main memory (home leases: and take its lease), then
+                            * ds_mesi_mem_read_done(id) or ds_mesi_mem_read_refused(id) */
+    DS_MESI_OUT_MEM_WRITE, /* store {present, value, version, floor, applied} (replacing the key's
+                            * record), then ds_mesi_mem_write_done(id) */
     DS_MESI_OUT_DONE,      /* client operation res.op_id completed */
     DS_MESI_OUT_LOST,      /* write-back data of key lost: versions (lost_from, lost_to] */
+    DS_MESI_OUT_MEM_RENEW, /* home leases: extend key's lease if held, then ds_mesi_mem_renew_done */
 };
+/* The home's record of the last client write it applied for each node (write ids, so that a write
+ * retried to a restarted or new home is not applied again): opaque bytes main memory keeps with the
+ * value. */
+#define DS_MESI_MAX_APPLIED (DS_MESI_MAX_NODES * 17)
 struct ds_mesi_out {
     int kind;
     struct ds_mesi_msg msg;     /* SEND */
@@ -250,6 +294,8 @@ struct ds_mesi_out {
     uint32_t value_len;
     int present;                /* MEM_WRITE */
     uint64_t version, floor;    /* MEM_WRITE */
+    uint8_t applied[DS_MESI_MAX_APPLIED]; /* MEM_WRITE */
+    uint32_t applied_len;
     uint64_t lost_from, lost_to;/* LOST */
     struct ds_mesi_result res;  /* DONE */
 };
@@ -299,6 +345,8 @@ struct ds_mesi_stats {
     uint64_t dirty_lost;                 /* write-back lines whose dirty data was lost */
     uint64_t busy_nacks;                 /* home: requests refused, queue full */
     uint64_t op_timeouts;
+    uint64_t mem_refused;                /* home: memory writes refused (a newer version there) */
+    uint64_t home_lease_refused;         /* home: home leases refused or lost to another node */
     uint64_t lines[DS_MESI_NSTATES];     /* gauge: lines by state */
     uint64_t entries, bytes;             /* gauge */
     uint64_t dir_entries;                /* gauge */

@@ -1,5 +1,6 @@
 /* Test harness for the MESI engine: a few engines on one virtual clock, a network of wire-encoded
- * messages the test delivers, drops or delays, and a main memory shared by every home (like Redis). */
+ * messages the test delivers, drops or delays, and a main memory shared by every home (like Redis:
+ * it refuses writes that go back, and keeps the homes' leases when cfg.home_lease_ms is set). */
 #ifndef DS_T_MESI_HARNESS_H
 #define DS_T_MESI_HARNESS_H
 
@@ -41,7 +42,7 @@ struct h_pkt {
 
 struct h_memop {
     int node;
-    int kind; /* DS_MESI_OUT_MEM_READ / WRITE */
+    int kind; /* DS_MESI_OUT_MEM_READ / WRITE / RENEW */
     uint64_t id, at;
     char key[64];
     uint8_t *value;
@@ -49,6 +50,8 @@ struct h_memop {
     int present;
     uint64_t version, floor;
     uint64_t incarnation;
+    uint8_t applied[DS_MESI_MAX_APPLIED];
+    uint32_t applied_len;
 };
 
 struct h_mem {
@@ -57,6 +60,10 @@ struct h_mem {
     uint8_t value[256];
     uint32_t vlen;
     uint64_t version, floor;
+    uint8_t applied[DS_MESI_MAX_APPLIED];
+    uint32_t applied_len;
+    int holder;               /* home lease: node, incarnation and expiry (virtual ms) */
+    uint64_t holder_inc, lease_expiry;
     int used;
 };
 
@@ -74,6 +81,8 @@ struct h_lost {
 };
 
 typedef uint64_t (*h_delay_fn)(struct h_net *h, int from, int to);
+/* Called for every write main memory stores. */
+typedef void (*h_mem_fn)(struct h_net *h, const struct h_memop *op);
 
 struct h_net {
     h_delay_fn delay; /* packet delay; UINT64_MAX = lost; NULL = 0 */
@@ -81,7 +90,8 @@ struct h_net {
     struct ds_mesi *node[H_MAXN];
     uint64_t incarnation[H_MAXN];
     struct ds_mesi_config cfg;
-    struct h_ring ring;
+    struct h_ring ring;          /* the membership every node agrees on... */
+    struct h_ring view[H_MAXN];  /* ...and each node's own view of it (a test may skew one) */
     uint64_t now;
     struct h_pkt *pkts;
     size_t npkts, cappkts;
@@ -90,6 +100,8 @@ struct h_net {
     struct h_mem mem[H_MAXMEM];
     int mem_delay; /* 0: memory answers at once */
     int mem_regress; /* set when memory saw a version or floor go backwards */
+    uint64_t mem_refused; /* writes refused: a lower version (or floor), as Redis's script does */
+    h_mem_fn on_mem_write;
     struct h_done *dones;
     size_t ndones, capdones;
     struct h_lost *losts;
@@ -113,7 +125,8 @@ static inline void h_start(struct h_net *h, int i)
     struct ds_mesi_config c = h->cfg;
     c.self = (uint16_t)i;
     c.incarnation = (uint64_t)(i + 1) << 16 | ++h->incarnation[i]; /* ids unique across nodes */
-    c.ring = &h->ring.ops;
+    h->view[i] = h->ring;
+    c.ring = &h->view[i].ops;
     if (ds_mesi_create(&c, h->now, &h->node[i]) != DS_MESI_OK)
         abort();
 }
@@ -171,25 +184,66 @@ static inline void h_copy_key(char *dst, const uint8_t *k, size_t n)
     dst[m] = 0;
 }
 
+/* Home leases: does op's node hold the key's lease (take = also when free, for a MEM_READ)? */
+static inline int h_lease(struct h_net *h, struct h_mem *s, const struct h_memop *op, int take)
+{
+    if (!h->cfg.home_lease_ms)
+        return 1;
+    int mine = s->lease_expiry > h->now && s->holder == op->node &&
+               s->holder_inc == op->incarnation;
+    if (!mine && !(take && s->lease_expiry <= h->now))
+        return 0;
+    if (op->kind != DS_MESI_OUT_MEM_WRITE) {
+        s->holder = op->node;
+        s->holder_inc = op->incarnation;
+        s->lease_expiry = h->now + h->cfg.home_lease_ms;
+    }
+    return 1;
+}
+
 static inline void h_mem_complete(struct h_net *h, struct h_memop *op)
 {
     struct h_mem *s = h_mem_slot(h, op->key);
-    if (op->kind == DS_MESI_OUT_MEM_WRITE) {
-        if (op->version < s->version || op->floor < s->floor)
-            h->mem_regress = 1;
+    int held = h_lease(h, s, op, op->kind == DS_MESI_OUT_MEM_READ);
+    if (getenv("DS_TRACE"))
+        fprintf(stderr, "%llu: memory %s %s from %d v=%llu fl=%llu lease %s (%d until %llu)\n",
+                (unsigned long long)h->now,
+                op->kind == DS_MESI_OUT_MEM_READ    ? "read"
+                : op->kind == DS_MESI_OUT_MEM_WRITE ? "write"
+                                                    : "renew",
+                op->key, op->node, (unsigned long long)op->version, (unsigned long long)op->floor,
+                held ? "held" : "refused", s->holder, (unsigned long long)s->lease_expiry);
+    int refused = op->kind == DS_MESI_OUT_MEM_WRITE &&
+                  (!held || op->version < s->version ||
+                   (op->version == s->version && op->floor < s->floor));
+    if (op->kind == DS_MESI_OUT_MEM_WRITE && held &&
+        (op->version < s->version || op->floor < s->floor))
+        h->mem_regress = 1;
+    h->mem_refused += (uint64_t)refused;
+    if (op->kind == DS_MESI_OUT_MEM_WRITE && !refused) {
+        if (h->on_mem_write)
+            h->on_mem_write(h, op);
         s->present = op->present;
         s->vlen = op->vlen < sizeof s->value ? op->vlen : (uint32_t)sizeof s->value;
         if (s->vlen)
             memcpy(s->value, op->value, s->vlen);
         s->version = op->version;
         s->floor = op->floor;
+        memcpy(s->applied, op->applied, op->applied_len);
+        s->applied_len = op->applied_len;
     }
     /* The completion reaches only the incarnation that asked. */
     if (!h->node[op->node] || h->incarnation[op->node] != op->incarnation)
         return;
-    if (op->kind == DS_MESI_OUT_MEM_READ)
+    if (op->kind == DS_MESI_OUT_MEM_READ && !held)
+        ds_mesi_mem_read_refused(h->node[op->node], op->id, h->now);
+    else if (op->kind == DS_MESI_OUT_MEM_READ)
         ds_mesi_mem_read_done(h->node[op->node], op->id, s->present, s->value, s->vlen, s->version,
-                              s->floor, h->now);
+                              s->floor, s->applied, s->applied_len, h->now);
+    else if (op->kind == DS_MESI_OUT_MEM_RENEW)
+        ds_mesi_mem_renew_done(h->node[op->node], op->id, held, h->now);
+    else if (refused)
+        ds_mesi_mem_write_refused(h->node[op->node], op->id, h->now);
     else
         ds_mesi_mem_write_done(h->node[op->node], op->id, h->now);
 }
@@ -214,7 +268,8 @@ static inline void h_collect(struct h_net *h, int i)
             p->from = i;
             p->type = o.msg.type;
             p->at = h->now + d;
-        } else if (o.kind == DS_MESI_OUT_MEM_READ || o.kind == DS_MESI_OUT_MEM_WRITE) {
+        } else if (o.kind == DS_MESI_OUT_MEM_READ || o.kind == DS_MESI_OUT_MEM_WRITE ||
+                   o.kind == DS_MESI_OUT_MEM_RENEW) {
             H_PUSH(h->memops, h->nmemops, h->capmemops);
             struct h_memop *op = &h->memops[h->nmemops - 1];
             op->node = i;
@@ -230,6 +285,8 @@ static inline void h_collect(struct h_net *h, int i)
             op->present = o.present;
             op->version = o.version;
             op->floor = o.floor;
+            memcpy(op->applied, o.applied, o.applied_len);
+            op->applied_len = o.applied_len;
             op->at = h->now + (h->mem_delay ? (uint64_t)(h->now % (unsigned)h->mem_delay) : 0);
         } else if (o.kind == DS_MESI_OUT_DONE) {
             H_PUSH(h->dones, h->ndones, h->capdones);

@@ -1,6 +1,8 @@
 /* Randomised deterministic simulation of 3-6 MESI nodes with message delay, reordering, loss,
- * duplication, partitions and crashes; SWMR, data-value, directory and version invariants are
- * checked after every virtual millisecond, liveness once the network heals.
+ * duplication, partitions and crashes, and (with home leases) nodes whose membership view goes
+ * astray for a while, so that they take themselves for the home of every key; SWMR, data-value,
+ * directory and version invariants are checked after every virtual millisecond, liveness once the
+ * network heals.
  * Replay one seed: DS_SEED=1234 build/t/unit/cache/test_mesi_sim; more seeds: DS_SEEDS=5000. */
 #include "check.h"
 #include "core/prng.h"
@@ -53,6 +55,8 @@ struct sim {
     unsigned loss_pct;
     uint64_t cut_until[H_MAXN][H_MAXN];
     uint64_t restart_at[H_MAXN];
+    uint64_t skew_until[H_MAXN];  /* the node's view is its own (it is every key's home) */
+    uint64_t skew_seen;           /* the last skew ended then: homes' directories may lag */
     struct pend pend[MAXPEND];
     int npend;
     struct keylog log[NKEYS_MAX];
@@ -99,7 +103,9 @@ static int lost_allowed(const struct keylog *kl, uint64_t v)
     return 0;
 }
 
-/* version -> value is a function: the first sighting records it, every later one must agree. */
+/* version -> value is a function: the first sighting records it, every later one must agree.
+ * Every write has a value of its own, so value -> version is one too: a client write is applied
+ * at most once. */
 static void check_value(struct sim *s, struct keylog *kl, uint64_t v, int present, const char *val)
 {
     char msg[200];
@@ -117,12 +123,31 @@ static void check_value(struct sim *s, struct keylog *kl, uint64_t v, int presen
         }
         return;
     }
+    for (int i = 0; present && i < kl->nvals; i++)
+        if (kl->vals[i].present && strcmp(kl->vals[i].value, val) == 0) {
+            snprintf(msg, sizeof msg, "write '%s' applied twice: versions %llu and %llu", val,
+                     (unsigned long long)kl->vals[i].version, (unsigned long long)v);
+            fail(s, msg);
+        }
     if (kl->nvals < MAXLOG) {
         struct vrec *r = &kl->vals[kl->nvals++];
         r->version = v;
         r->present = present;
         snprintf(r->value, sizeof r->value, "%s", val);
     }
+}
+
+/* Main memory stores what a home applied: it takes part in both functions above. */
+static void on_mem_write(struct h_net *h, const struct h_memop *op)
+{
+    struct sim *s = (struct sim *)(void *)h;
+    int k = key_index(op->key);
+    char val[33];
+    size_t n = op->vlen < 32 ? op->vlen : 32;
+    memcpy(val, op->value, n);
+    val[n] = 0;
+    if (k >= 0)
+        check_value(s, &s->log[k], op->version, op->present, op->present ? val : "");
 }
 
 static void observe(struct sim *s, int node, int key, uint64_t v)
@@ -362,8 +387,8 @@ static void check_invariants(struct sim *s)
             fail(s, msg);
         }
         int home = h_home_of(&h->ring.ops, key, 2);
-        if (!h->node[home])
-            continue;
+        if (!h->node[home] || h->now < s->skew_seen)
+            continue; /* copies granted by a stray home are in no directory of the ring's home */
         struct ds_mesi_dir_info di;
         int rv = ds_mesi_dir_info(h->node[home], key, 2, h->now, &di);
         if (!di.ready)
@@ -379,9 +404,45 @@ static void check_invariants(struct sim *s)
     }
 }
 
+/* Node i sees itself alone for a while: another epoch (its messages and the others' are dropped)
+ * and every key homed on itself.  Main memory's home leases keep it from acting beside the real
+ * homes. */
+static void skew_end(struct sim *s)
+{
+    struct h_net *h = &s->h;
+    int active = 0;
+    for (int i = 0; i < h->n; i++) {
+        if (!s->skew_until[i])
+            continue;
+        if (h->node[i] && s->skew_until[i] > h->now) {
+            active = 1;
+            continue;
+        }
+        s->skew_until[i] = 0;
+        h->view[i].fixed = h->ring.fixed;
+        if (h->node[i])
+            ds_mesi_set_epoch(h->node[i], h->cfg.epoch, h->now);
+    }
+    if (!active && s->skew_seen == UINT64_MAX)
+        s->skew_seen = h->now + 2 * h->cfg.lease_ms + h->cfg.home_lease_ms;
+}
+
+static void skew_step(struct sim *s)
+{
+    struct h_net *h = &s->h;
+    int i = (int)rnd(s, (unsigned)h->n);
+    if (!h->cfg.home_lease_ms || !h->node[i] || s->skew_until[i] || rnd(s, 3000) != 0)
+        return;
+    s->skew_until[i] = h->now + 200 + rnd(s, 800);
+    s->skew_seen = UINT64_MAX;
+    h->view[i].fixed = i;
+    ds_mesi_set_epoch(h->node[i], h->cfg.epoch + 1 + (uint64_t)i, h->now);
+}
+
 static void chaos_step(struct sim *s)
 {
     struct h_net *h = &s->h;
+    skew_step(s);
     if (rnd(s, 1000) == 0) {
         int a = (int)rnd(s, (unsigned)h->n), b = (int)rnd(s, (unsigned)h->n);
         s->cut_until[a][b] = s->cut_until[b][a] = h->now + 100 + rnd(s, 500);
@@ -400,6 +461,7 @@ static void step(struct sim *s, int ops)
             h_start(h, i);
             s->last_seen[i][0] = s->last_seen[i][1] = s->last_seen[i][2] = 0;
         }
+    skew_end(s);
     if (s->chaos)
         chaos_step(s);
     deliver_due(s);
@@ -462,12 +524,14 @@ static int run_seed(uint64_t seed, int verbose)
     cfg.ops_max = 4;
     cfg.max_entries = seed % 3 == 0 ? 1 : 64;
     cfg.write_policy = seed % 2 ? DS_MESI_WRITE_THROUGH : DS_MESI_WRITE_BACK;
+    cfg.home_lease_ms = seed / 2 % 2 ? cfg.lease_ms * (2 + (uint32_t)(seed % 3)) : 0;
     int n = 3 + (int)(seed % 4);
     s.nkeys = 2 + (int)(seed / 4 % 2);
     s.loss_pct = (unsigned)(seed % 5 * 2);
     h_init(&s.h, n, -1, &cfg);
     s.h.mem_delay = 7;
     s.h.delay = sim_delay;
+    s.h.on_mem_write = on_mem_write;
     s.chaos = 1;
     for (int t = 0; t < 4000 && !s.err[0]; t++)
         step(&s, 1);
@@ -475,9 +539,10 @@ static int run_seed(uint64_t seed, int verbose)
     if (!s.err[0])
         liveness(&s);
     if (verbose || s.err[0])
-        printf("seed %llu: n=%d keys=%d %s loss=%u%%: %llu ops ok (%llu reads), %llu failed %s\n",
+        printf("seed %llu: n=%d keys=%d %s%s loss=%u%%: %llu ops ok (%llu reads), %llu failed %s\n",
                (unsigned long long)seed, n, s.nkeys,
-               cfg.write_policy ? "write-through" : "write-back", s.loss_pct,
+               cfg.write_policy ? "write-through" : "write-back",
+               cfg.home_lease_ms ? " home-leases" : "", s.loss_pct,
                (unsigned long long)s.completed_ok, (unsigned long long)s.reads_ok,
                (unsigned long long)s.failed, s.err[0] ? s.err : "");
     int bad = s.err[0] != 0;

@@ -602,6 +602,274 @@ static void counters_track_messages_and_line_states(void)
     h_free(&h);
 }
 
+/* Requests that carry a client write (GetM / WB with FLAG_WRITE) in node `from`'s packets so far. */
+static int write_requests_delivered(struct h_net *h, int from)
+{
+    int carried = 0;
+    for (int guard = 0; guard < 100; guard++) {
+        long k = h_find(h, 0, -1);
+        if (k < 0)
+            break;
+        struct ds_mesi_msg msg;
+        if (ds_mesi_decode(h->pkts[k].bytes, h->pkts[k].len, &msg) != DS_MESI_OK)
+            abort();
+        carried += msg.from == from && (msg.flags & DS_MESI_FLAG_WRITE) &&
+                   (msg.type == DS_MESI_MSG_GETM || msg.type == DS_MESI_MSG_WB);
+        h_deliver_pkt(h, (size_t)k);
+        h_collect_all(h);
+        h_run_mem(h);
+    }
+    return carried;
+}
+
+static struct ds_mesi_config write_through_cfg(void)
+{
+    struct ds_mesi_config c = base_cfg();
+    c.write_policy = DS_MESI_WRITE_THROUGH;
+    return c;
+}
+
+static void a_write_through_write_from_invalid_reaches_the_home_once(void)
+{
+    struct h_net h;
+    net(&h, 2, write_through_cfg());
+    uint64_t w = wr(&h, 1, "a", "x");
+    REQUIRE(w);
+    int carried = write_requests_delivered(&h, 1);
+    const struct h_done *d = h_last_done(&h, w);
+    REQUIRE(d);
+    CHECKF(carried == 1, "%d requests carried the write", carried);
+    CHECK(d->res.rv == DS_MESI_OK && d->res.version == mem(&h, "a")->version);
+    CHECK(h_state(&h, 1, "a") == DS_MESI_M && line(&h, 1, "a").pending_ops == 0);
+    h_free(&h);
+}
+
+static void a_write_through_write_from_shared_reaches_the_home_once(void)
+{
+    struct h_net h;
+    net(&h, 3, write_through_cfg());
+    rd(&h, 1, "a");
+    h_settle(&h);
+    rd(&h, 2, "a");
+    h_settle(&h);
+    REQUIRE(h_state(&h, 1, "a") == DS_MESI_S);
+    uint64_t w = wr(&h, 1, "a", "x");
+    REQUIRE(w);
+    int carried = write_requests_delivered(&h, 1);
+    const struct h_done *d = h_last_done(&h, w);
+    REQUIRE(d);
+    CHECKF(carried == 1, "%d requests carried the write", carried);
+    CHECK(d->res.rv == DS_MESI_OK && d->res.version == mem(&h, "a")->version);
+    h_free(&h);
+}
+
+static void a_write_through_write_is_applied_once_when_a_fwd_overtakes_its_put_ack(void)
+{
+    struct h_net h;
+    net(&h, 3, write_through_cfg());
+    own(&h, 1, "a", "x");
+    REQUIRE(h_state(&h, 1, "a") == DS_MESI_M);
+    uint64_t w = wr(&h, 1, "a", "y"); /* a WB carries y */
+    REQUIRE(w);
+    REQUIRE(h_deliver(&h, DS_MESI_MSG_WB, 0)); /* the home applies y; its PutAck is in flight */
+    uint64_t applied = mem(&h, "a")->version;
+    uint64_t r = rd(&h, 2, "a");
+    REQUIRE(h_deliver(&h, DS_MESI_MSG_GETS, 0));
+    REQUIRE(h_deliver(&h, DS_MESI_MSG_FWD_GETS, 1)); /* the Fwd overtakes the PutAck */
+    h_settle(&h);
+    const struct h_done *dr = h_last_done(&h, r), *dw = h_last_done(&h, w);
+    REQUIRE(dr && dw);
+    CHECK(dw->res.rv == DS_MESI_OK && dr->res.rv == DS_MESI_OK);
+    CHECKF(dw->res.version == applied && dr->res.version == applied,
+           "y applied at %llu, write answered %llu, read %llu", (unsigned long long)applied,
+           (unsigned long long)dw->res.version, (unsigned long long)dr->res.version);
+    CHECK(mem(&h, "a")->version == applied);
+    h_free(&h);
+}
+
+static void a_write_retried_to_a_restarted_home_is_not_applied_again(void)
+{
+    struct h_net h;
+    net(&h, 2, write_through_cfg());
+    uint64_t w = wr(&h, 1, "a", "x");
+    REQUIRE(w);
+    REQUIRE(h_deliver(&h, DS_MESI_MSG_GETM, 0)); /* applied and persisted */
+    uint64_t applied = mem(&h, "a")->version;
+    REQUIRE(h_drop(&h, DS_MESI_MSG_DATA, 1));
+    ds_mesi_destroy(h.node[0]); /* the home restarts: its directory is gone */
+    h_start(&h, 0);
+    for (int i = 0; i < 30 && !h_last_done(&h, w); i++) {
+        h_advance(&h, h.cfg.retry_ms);
+        h_settle(&h);
+    }
+    const struct h_done *d = h_last_done(&h, w);
+    REQUIRE(d);
+    CHECK(d->res.rv == DS_MESI_OK);
+    CHECKF(d->res.version == applied, "applied at %llu, answered %llu",
+           (unsigned long long)applied, (unsigned long long)d->res.version);
+    CHECK(mem(&h, "a")->version == applied && mem(&h, "a")->floor > applied); /* reloaded */
+    CHECK(mem(&h, "a")->vlen == 1 && mem(&h, "a")->value[0] == 'x');
+    h_free(&h);
+}
+
+/* A node restarted with the given incarnation (the harness's own are always larger). */
+static void restart_with(struct h_net *h, int i, uint64_t incarnation)
+{
+    ds_mesi_destroy(h->node[i]);
+    struct ds_mesi_config c = h->cfg;
+    c.self = (uint16_t)i;
+    c.incarnation = incarnation;
+    c.ring = &h->ring.ops;
+    if (ds_mesi_create(&c, h->now, &h->node[i]) != DS_MESI_OK)
+        abort();
+}
+
+static void a_node_restarted_with_a_larger_incarnation_reads_again(void)
+{
+    struct h_net h;
+    net(&h, 2, write_through_cfg());
+    restart_with(&h, 1, 0x1234);
+    uint64_t r = rd(&h, 1, "a");
+    h_settle(&h);
+    REQUIRE(h_last_done(&h, r) && h_last_done(&h, r)->res.rv == DS_MESI_OK);
+    restart_with(&h, 1, 0x1235);
+    r = rd(&h, 1, "a");
+    for (int i = 0; i < 80 && !h_last_done(&h, r); i++) {
+        h_advance(&h, 100);
+        h_settle(&h);
+    }
+    const struct h_done *d = h_last_done(&h, r);
+    REQUIRE(d);
+    CHECK(d->res.rv == DS_MESI_OK);
+    CHECK(ds_mesi_stats(h.node[0])->stale_dropped == 0);
+    h_free(&h);
+}
+
+static void an_incarnation_that_does_not_fit_32_bits_is_refused(void)
+{
+    struct h_net h;
+    net(&h, 2, base_cfg());
+    struct ds_mesi_config c = h.cfg;
+    c.ring = &h.ring.ops;
+    c.incarnation = (uint64_t)1 << 32; /* ids keep 32 bits of it: a restart could go back */
+    struct ds_mesi *m = NULL;
+    CHECK(ds_mesi_create(&c, h.now, &m) == DS_MESI_EINVAL);
+    c.incarnation = UINT32_MAX;
+    CHECK(ds_mesi_create(&c, h.now, &m) == DS_MESI_OK);
+    ds_mesi_destroy(m);
+    h_free(&h);
+}
+
+static void a_write_memory_refuses_is_not_acknowledged_and_the_home_reloads(void)
+{
+    struct h_net h;
+    net(&h, 2, write_through_cfg());
+    own(&h, 1, "a", "x");
+    REQUIRE(h_state(&h, 1, "a") == DS_MESI_M);
+    struct h_mem *s = mem(&h, "a"); /* another home wrote a newer version meanwhile */
+    s->version += 1000;
+    uint64_t newer = s->version;
+    memcpy(s->value, "z", 1);
+    s->vlen = 1;
+    uint64_t w = wr(&h, 1, "a", "y");
+    REQUIRE(w);
+    h_settle(&h);
+    CHECK(h.mem_refused == 1);
+    CHECK(ds_mesi_stats(h.node[0])->mem_refused == 1);
+    const struct h_done *d = h_last_done(&h, w);
+    CHECKF(!d || d->res.rv != DS_MESI_OK || d->res.version > newer,
+           "acknowledged at version %llu below memory's %llu", (unsigned long long)d->res.version,
+           (unsigned long long)newer);
+    CHECK(!h_dir(&h, 0, "a").ready); /* the home waits one lease term */
+    for (int i = 0; i < 40 && !h_last_done(&h, w); i++) {
+        h_advance(&h, h.cfg.retry_ms);
+        h_settle(&h);
+    }
+    d = h_last_done(&h, w);
+    REQUIRE(d);
+    CHECK(d->res.rv == DS_MESI_OK && d->res.version > newer);
+    CHECK(mem(&h, "a")->version == d->res.version && mem(&h, "a")->value[0] == 'y');
+    h_free(&h);
+}
+
+static struct ds_mesi_config home_lease_cfg(void)
+{
+    struct ds_mesi_config c = write_through_cfg();
+    c.home_lease_ms = 2 * c.lease_ms;
+    return c;
+}
+
+/* Node i's membership view goes its own way: another epoch, and it is the home of every key. */
+static void stray(struct h_net *h, int i)
+{
+    h->view[i].fixed = i;
+    ds_mesi_set_epoch(h->node[i], h->cfg.epoch + 100, h->now);
+}
+
+static void a_stray_home_waits_for_the_key_lease_and_a_paused_home_grants_nothing_after_its_own(void)
+{
+    struct h_net h;
+    net(&h, 4, home_lease_cfg());
+    own(&h, 1, "a", "x"); /* home 0 took the key's lease and granted copies of x to 1 and 3 */
+    rd(&h, 3, "a");
+    h_settle(&h);
+    REQUIRE(h_state(&h, 1, "a") == DS_MESI_S && h_state(&h, 3, "a") == DS_MESI_S);
+    REQUIRE(mem(&h, "a")->holder == 0);
+    uint64_t vx = line(&h, 1, "a").version;
+    struct ds_mesi *paused = h.node[0]; /* the home stops: no tick, no message, no memory answer */
+    h.node[0] = NULL;
+    stray(&h, 2);
+    uint64_t w = wr(&h, 2, "a", "y");
+    REQUIRE(w);
+    int overlap = 0;
+    for (int t = 0; t < 60 && !h_last_done(&h, w); t++) {
+        h_advance(&h, 50);
+        h_settle(&h);
+        overlap += mem(&h, "a")->holder == 2 && line(&h, 1, "a").lease_valid;
+    }
+    const struct h_done *d = h_last_done(&h, w);
+    REQUIRE(d);
+    CHECK(overlap == 0); /* node 2 acted as home only once the copy of the old home had ended */
+    CHECK(d->res.rv == DS_MESI_OK && d->res.version > vx);
+    CHECK(mem(&h, "a")->value[0] == 'y' && mem(&h, "a")->version == d->res.version);
+    h.node[0] = paused; /* it resumes with its old directory: x, shared by 1 and 3 */
+    uint64_t r = rd(&h, 3, "a");
+    REQUIRE(r);
+    for (int t = 0; t < 100 && !h_last_done(&h, r); t++) {
+        h_advance(&h, 50);
+        h_settle(&h);
+    }
+    const struct h_done *dr = h_last_done(&h, r);
+    REQUIRE(dr);
+    CHECKF(dr->res.rv != DS_MESI_OK || (dr->value[0] == 'y' && dr->res.version == d->res.version),
+           "read '%s' at version %llu after y was written at %llu", dr->value,
+           (unsigned long long)dr->res.version, (unsigned long long)d->res.version);
+    h_free(&h);
+}
+
+static void a_home_renews_its_lease_while_copies_it_granted_are_valid(void)
+{
+    struct h_net h;
+    net(&h, 3, home_lease_cfg());
+    uint64_t r = rd(&h, 1, "a");
+    h_settle(&h);
+    REQUIRE(h_last_done(&h, r));
+    for (int i = 0; i < 8; i++) { /* a sharer keeps reading: the home keeps the key */
+        h_advance(&h, h.cfg.lease_ms / 2);
+        h_settle(&h);
+        r = rd(&h, 1, "a");
+        h_settle(&h);
+    }
+    CHECK(mem(&h, "a")->holder == 0 && mem(&h, "a")->lease_expiry > h.now);
+    CHECK(ds_mesi_stats(h.node[0])->home_lease_refused == 0);
+    uint64_t w = wr(&h, 2, "a", "z"); /* no round trip to memory before the recall */
+    REQUIRE(h_deliver(&h, DS_MESI_MSG_GETM, 0));
+    CHECK(h_find(&h, DS_MESI_MSG_INV, 1) >= 0 || h_find(&h, DS_MESI_MSG_FWD_GETM, 1) >= 0);
+    h_settle(&h);
+    CHECK(h_last_done(&h, w) && h_last_done(&h, w)->res.rv == DS_MESI_OK);
+    h_free(&h);
+}
+
 static void bad_arguments_are_refused(void)
 {
     struct h_net h;
@@ -614,9 +882,17 @@ static void bad_arguments_are_refused(void)
     CHECK(ds_mesi_write(h.node[1], big, 1, big, DS_MESI_MAX_VALUE + 1, h.now, &res, &op) ==
           DS_MESI_EINVAL);
     CHECK(ds_mesi_mem_write_done(h.node[1], 12345, h.now) == DS_MESI_ENOTFOUND);
+    CHECK(ds_mesi_mem_write_refused(h.node[1], 12345, h.now) == DS_MESI_ENOTFOUND);
+    CHECK(ds_mesi_mem_read_refused(h.node[1], 12345, h.now) == DS_MESI_ENOTFOUND);
+    CHECK(ds_mesi_mem_renew_done(h.node[1], 12345, 1, h.now) == DS_MESI_ENOTFOUND);
+    CHECK(ds_mesi_mem_read_done(h.node[1], 12345, 0, NULL, 0, 0, 0, big,
+                                DS_MESI_MAX_APPLIED + 1, h.now) == DS_MESI_EINVAL);
     struct ds_mesi_config c = base_cfg();
     struct ds_mesi *m;
     CHECK(ds_mesi_create(&c, 0, &m) == DS_MESI_EINVAL); /* no ring */
+    c.ring = &h.ring.ops;
+    c.home_lease_ms = 2 * c.lease_ms - 1; /* a home lease must outlast the copies it covers */
+    CHECK(ds_mesi_create(&c, 0, &m) == DS_MESI_EINVAL);
     h_free(&h);
 }
 
@@ -648,6 +924,15 @@ int main(void)
     RUN(an_owner_cut_off_past_its_lease_reports_its_lost_writes);
     RUN(a_request_to_a_node_that_is_not_home_is_refused);
     RUN(counters_track_messages_and_line_states);
+    RUN(a_write_through_write_from_invalid_reaches_the_home_once);
+    RUN(a_write_through_write_from_shared_reaches_the_home_once);
+    RUN(a_write_through_write_is_applied_once_when_a_fwd_overtakes_its_put_ack);
+    RUN(a_write_retried_to_a_restarted_home_is_not_applied_again);
+    RUN(a_node_restarted_with_a_larger_incarnation_reads_again);
+    RUN(an_incarnation_that_does_not_fit_32_bits_is_refused);
+    RUN(a_write_memory_refuses_is_not_acknowledged_and_the_home_reloads);
+    RUN(a_stray_home_waits_for_the_key_lease_and_a_paused_home_grants_nothing_after_its_own);
+    RUN(a_home_renews_its_lease_while_copies_it_granted_are_valid);
     RUN(bad_arguments_are_refused);
     return check_summary();
 }
