@@ -43,7 +43,8 @@ static void emit(char *buf, size_t cap, size_t *n, const char *s, size_t k, int 
     *n += k;
 }
 
-/* One \uXXXX escape (or a surrogate pair) at p (at the 'u'): its UTF-8 into u8, *p advanced. */
+/* One \u escape (four hex digits, or a surrogate pair of them) at p (at the 'u'): its UTF-8
+ * into u8, *p advanced. */
 static int unicode_escape(const char **pp, const char *end, char *u8, size_t *k, uint32_t *cpo)
 {
     const char *p = *pp + 1;

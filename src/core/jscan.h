@@ -3,10 +3,10 @@
  * bytes the client sent (no parse + print round trip, no allocation per node).
  *
  * It accepts RFC 8259 JSON only: strict numbers (no leading zeros, at most DS_JS_NUMBER_MAX
- * bytes), the seven escapes and \uXXXX with surrogates paired, whitespace of space, tab, CR and
- * LF, and values nested at most DS_JS_DEPTH_MAX deep.  Whatever it accepts cJSON parses too
- * (t/fuzz/fuzz_jscan.c checks this on every input).  UTF-8 is not checked here: callers check a
- * whole buffer once with ds_utf8_valid. */
+ * bytes), the seven escapes and \u escapes (four hex digits, surrogates paired), whitespace of
+ * space, tab, CR and LF, and values nested at most DS_JS_DEPTH_MAX deep.  Whatever it accepts
+ * cJSON parses too (t/fuzz/fuzz_jscan.c checks this on every input).  UTF-8 is not checked here:
+ * callers check a whole buffer once with ds_utf8_valid. */
 #ifndef DS_CORE_JSCAN_H
 #define DS_CORE_JSCAN_H
 
