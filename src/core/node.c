@@ -2,6 +2,8 @@
 #include "core/node.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,4 +338,45 @@ int ds_node_run(struct ds_config *cfg)
     ds_log(DS_LOG_INFO, "stopped", NULL);
     teardown(&n);
     return 0;
+}
+
+/* Writes "value\n" to path through tmp, with fsync of the file and of its directory; 0 or errno. */
+static int write_durably(const char *path, const char *tmp, const char *dir, uint64_t value)
+{
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return errno ? errno : EIO;
+    int rv = dprintf(fd, "%" PRIu64 "\n", value) < 0 || fsync(fd) ? (errno ? errno : EIO) : 0;
+    if (close(fd) && !rv)
+        rv = errno ? errno : EIO;
+    if (!rv && rename(tmp, path))
+        rv = errno ? errno : EIO;
+    if (rv)
+        return rv;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return errno ? errno : EIO;
+    rv = fsync(dfd) ? (errno ? errno : EIO) : 0;
+    close(dfd);
+    return rv;
+}
+
+int ds_node_next_boot(const char *data_dir, const char *name, uint64_t floor, uint64_t *out,
+                      char *err)
+{
+    char path[DS_CONFIG_PATH_MAX + 64], tmp[DS_CONFIG_PATH_MAX + 72];
+    snprintf(path, sizeof path, "%s/%s", data_dir, name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    unsigned long long stored = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%llu", &stored) != 1)
+            stored = 0;
+        fclose(f);
+    }
+    *out = (uint64_t)stored + 1 > floor ? (uint64_t)stored + 1 : floor;
+    int rv = write_durably(path, tmp, data_dir, *out);
+    if (rv)
+        snprintf(err, 512, "cannot persist the boot counter %s: %s", path, strerror(rv));
+    return rv;
 }

@@ -44,4 +44,11 @@ int ds_node_run(struct ds_config *cfg);
 /* Monotonic milliseconds (the node's clock for timers and uptime). */
 uint64_t ds_node_now_ms(void);
 
+/* The next value of the boot counter kept in <data_dir>/<name>: max(stored + 1, floor), made
+ * durable (temporary file, fsync, rename, fsync of the directory) before it is returned, so every
+ * start gets a larger value than every earlier one.  0, or an errno with err (512 bytes) naming
+ * the file (*out then holds the value that could not be persisted). */
+int ds_node_next_boot(const char *data_dir, const char *name, uint64_t floor, uint64_t *out,
+                      char *err);
+
 #endif

@@ -184,27 +184,14 @@ static int register_metrics(struct ds_gossip *g)
 
 /* ------------------------------------------------------------------ start / stop */
 
-/* Read, increment and write back the boot counter (a restart gets a higher incarnation). */
+/* The boot counter of <data_dir>/gossip.boot (a restart gets a higher incarnation).  A counter
+ * that cannot be persisted is logged; the node still starts, with the value it computed. */
 static uint32_t next_boot(const char *data_dir)
 {
-    char path[DS_CONFIG_PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/gossip.boot", data_dir);
-    unsigned long boot = 0;
-    FILE *f = fopen(path, "r");
-    if (f) {
-        if (fscanf(f, "%lu", &boot) != 1)
-            boot = 0;
-        fclose(f);
-    }
-    boot++;
-    char tmp[DS_CONFIG_PATH_MAX + 24];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    f = fopen(tmp, "w");
-    if (f) {
-        fprintf(f, "%lu\n", boot);
-        if (fclose(f) == 0)
-            rename(tmp, path);
-    }
+    uint64_t boot = 1;
+    char err[512];
+    if (ds_node_next_boot(data_dir, "gossip.boot", 0, &boot, err))
+        ds_log(DS_LOG_WARN, "gossip incarnation not persisted", "error", err, NULL);
     return (uint32_t)boot;
 }
 

@@ -29,13 +29,11 @@
  *   restarted node are larger than those of its previous life.
  * - Time: ds_node_now_ms (monotonic); the engine is ticked every TICK_MS. */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/log.h"
 #include "core/node.h"
@@ -595,27 +593,6 @@ static int start_engine(struct ds_cache_role *cr, char *err)
     return 0;
 }
 
-/* Writes "value\n" to path through tmp, with fsync of the file and of its directory; 0 or errno. */
-static int write_durably(const char *path, const char *tmp, const char *dir, uint64_t value)
-{
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return errno ? errno : EIO;
-    int rv = dprintf(fd, "%" PRIu64 "\n", value) < 0 || fsync(fd) ? (errno ? errno : EIO) : 0;
-    if (close(fd) && !rv)
-        rv = errno ? errno : EIO;
-    if (!rv && rename(tmp, path))
-        rv = errno ? errno : EIO;
-    if (rv)
-        return rv;
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (dfd < 0)
-        return errno ? errno : EIO;
-    rv = fsync(dfd) ? (errno ? errno : EIO) : 0;
-    close(dfd);
-    return rv;
-}
-
 /* The engine's incarnation, larger on every start (mesi.h): a boot counter kept in
  * <data_dir>/cache.boot and made durable before the engine sends anything, and never below the
  * wall clock in seconds, so that a node whose data directory was lost still comes back larger
@@ -623,30 +600,16 @@ static int write_durably(const char *path, const char *tmp, const char *dir, uin
  * the clock steps back. */
 static int next_incarnation(const char *data_dir, uint64_t *out, char *err)
 {
-    char path[DS_CONFIG_PATH_MAX + 16], tmp[DS_CONFIG_PATH_MAX + 24];
-    snprintf(path, sizeof path, "%s/cache.boot", data_dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    unsigned long long stored = 0;
-    FILE *f = fopen(path, "r");
-    if (f) {
-        if (fscanf(f, "%llu", &stored) != 1)
-            stored = 0;
-        fclose(f);
-    }
-    uint64_t now_s = (uint64_t)time(NULL);
-    uint64_t inc = stored + 1 > now_s ? stored + 1 : now_s;
-    if (inc > UINT32_MAX) {
-        snprintf(err, 512, "%s: boot counter %" PRIu64 " does not fit 32 bits", path, inc);
+    int rv = ds_node_next_boot(data_dir, "cache.boot", (uint64_t)time(NULL), out, err);
+    if (rv)
+        return rv;
+    if (*out > UINT32_MAX) {
+        snprintf(err, 512, "%s/cache.boot: boot counter %" PRIu64 " does not fit 32 bits",
+                 data_dir, *out);
         return EINVAL;
     }
-    int rv = write_durably(path, tmp, data_dir, inc);
-    if (rv) {
-        snprintf(err, 512, "cannot persist the cache boot counter %s: %s", path, strerror(rv));
-        return rv;
-    }
-    *out = inc;
     char v[24];
-    snprintf(v, sizeof v, "%" PRIu64, inc);
+    snprintf(v, sizeof v, "%" PRIu64, *out);
     ds_log(DS_LOG_INFO, "cache engine incarnation", "incarnation", v, NULL);
     return 0;
 }
