@@ -12,8 +12,12 @@ import secrets
 import signal
 import ssl
 import subprocess
+import sys
 import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from dsync import ini_text  # noqa: E402  (one INI writer for every test)
 
 NETWORK_ERRORS = (OSError, ssl.SSLError, http.client.HTTPException, EOFError, ValueError)
 
@@ -49,15 +53,6 @@ def make_certs(dir, nodes):
     with open(os.path.join(dir, "mac.key"), "w") as f:
         f.write(secrets.token_hex(32) + "\n")
     return dir
-
-
-def ini_text(sections):
-    out = []
-    for sec, keys in sections.items():
-        out.append("[%s]" % sec)
-        out.extend("%s = %s" % (k, v) for k, v in keys.items())
-        out.append("")
-    return "\n".join(out)
 
 
 class Response:

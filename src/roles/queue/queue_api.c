@@ -170,7 +170,6 @@ struct produce_op {
     struct pmsg m[];
 };
 
-static void wake_waiters(struct ds_queue_role *q, const char *queue);
 static int send_msg(struct pmsg *m);
 
 static void produce_free(struct produce_op *op)
@@ -224,7 +223,7 @@ static void produce_finish(struct produce_op *op)
     ds_metric_inc(q->m_duplicates, (double)dups);
     ds_metric_observe(q->h_produce, since_s(op->start_ns));
     if (failed < op->n)
-        wake_waiters(q, op->queue);
+        ds_queue_wake(q, op->queue);
     if (op->req) {
         op->req->on_abort = NULL;
         if (failed)
@@ -859,11 +858,6 @@ size_t ds_queue_waiting(struct ds_queue_role *q, const char **out, size_t max)
 }
 
 void ds_queue_wake(struct ds_queue_role *q, const char *queue)
-{
-    wake_waiters(q, queue);
-}
-
-static void wake_waiters(struct ds_queue_role *q, const char *queue)
 {
     for (struct qconsume *c = q->waiters; c; c = c->next)
         if (!c->scanning && strcmp(c->queue, queue) == 0)
