@@ -1,5 +1,11 @@
-/* Raft host: the pure core on the event loop, durable storage with one fsync per Ready batch
- * (group commit), batched peer messages over mutual TLS + HMAC, and the role's state machine.
+/* Raft host: the pure core on the event loop, durable storage with group commit, batched peer
+ * messages over mutual TLS + HMAC, and the role's state machine.
+ *
+ * Entries are written on the loop and fdatasync'ed on a syncer thread meanwhile (the core's
+ * async_persist, raft.h): the loop keeps reading requests, sending AppendEntries and answering
+ * clients while the disk flushes, and each sync covers everything written before it started.
+ * A batch that changes term, vote or snapshot, or truncates the log, is made durable on the loop
+ * before its messages go out, as the core asks.
  *
  * Every NORMAL entry's data starts with a kind byte: KIND_APP (the role's command follows) or
  * KIND_ADDR (an address-book record "name\nurl": how to reach a member added at run time). */
@@ -7,10 +13,13 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/json.h"
 #include "core/log.h"
@@ -58,6 +67,20 @@ struct ds_raft_node {
     uint64_t reply_to;
     struct ds_raft_buf reply;
     uint32_t reply_count;
+    /* Written to the log file so far (what the next sync will cover). */
+    uint64_t written_index, written_term, written_entries;
+    /* The syncer thread: the loop hands it one descriptor at a time (job_fd, under mu) and
+     * learns of the end through done_fd (an eventfd). */
+    pthread_t syncer;
+    int syncer_up, quit, job_fd, job_errno;
+    double job_seconds;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done_fd;
+    struct event *done_ev;
+    /* loop side of the sync in flight */
+    int sync_busy;
+    uint64_t sync_gen, sync_index, sync_term, sync_entries;
 };
 
 static void schedule(struct ds_raft_node *rn);
@@ -118,6 +141,20 @@ static int encode_conf(const struct ds_raft_membership *conf, struct ds_raft_buf
     return ds_raft_conf_encode(conf, b);
 }
 
+/* Appends the batch's entries to the log file (the page cache); a sync makes them durable. */
+static void write_entries(struct ds_raft_node *rn, const struct ds_raft_ready *rd)
+{
+    int rv;
+    if (!rd->n_entries)
+        return;
+    if ((rv = ds_raft_storage_append(rn->st, rd->entries, rd->n_entries)))
+        fatal_storage(rn, "append", rv);
+    rn->written_index = rd->entries[rd->n_entries - 1].index;
+    rn->written_term = rd->entries[rd->n_entries - 1].term;
+    rn->written_entries += rd->n_entries;
+}
+
+/* A batch that must be durable before its messages go out (raft.h): written and synced here. */
 static void persist(struct ds_raft_node *rn, const struct ds_raft_ready *rd)
 {
     int rv;
@@ -133,23 +170,161 @@ static void persist(struct ds_raft_node *rn, const struct ds_raft_ready *rd)
         if ((rv = ds_raft_storage_truncate_suffix(rn->st, rd->snap.index + 1)) ||
             (rv = ds_raft_storage_compact(rn->st, rd->snap.index)))
             fatal_storage(rn, "drop the log behind a snapshot", rv);
-    } else if (rd->truncate_from && (rv = ds_raft_storage_truncate_suffix(rn->st, rd->truncate_from))) {
-        fatal_storage(rn, "truncate", rv);
+        rn->written_index = rd->snap.index;
+        rn->written_term = rd->snap.term;
+    } else if (rd->truncate_from) {
+        if ((rv = ds_raft_storage_truncate_suffix(rn->st, rd->truncate_from)))
+            fatal_storage(rn, "truncate", rv);
+        if (rn->written_index >= rd->truncate_from)
+            rn->written_index = rn->written_term = 0; /* reported again with the next entries */
     }
-    if (rd->n_entries && (rv = ds_raft_storage_append(rn->st, rd->entries, rd->n_entries)))
-        fatal_storage(rn, "append", rv);
+    write_entries(rn, rd);
     if (rd->has_hard_state && (rv = ds_raft_storage_set_hard_state(rn->st, &rd->hs)))
         fatal_storage(rn, "save term and vote", rv);
-    if (rd->n_entries) {
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
-        if ((rv = ds_raft_storage_sync(rn->st)))
-            fatal_storage(rn, "fsync", rv);
-        clock_gettime(CLOCK_MONOTONIC, &b);
+    /* one fdatasync covers this batch and whatever earlier batches wrote */
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    if ((rv = ds_raft_storage_sync(rn->st)))
+        fatal_storage(rn, "fsync", rv);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    if (rn->written_entries) {
         ds_metric_observe(rn->m_fsync, (double)(b.tv_sec - a.tv_sec) +
                                            (double)(b.tv_nsec - a.tv_nsec) / 1e9);
-        ds_metric_observe(rn->m_batch, (double)rd->n_entries);
+        ds_metric_observe(rn->m_batch, (double)rn->written_entries);
+        rn->written_entries = 0;
     }
+}
+
+/* ------------------------------------------------------------------ syncer thread */
+
+static void *syncer_main(void *arg)
+{
+    struct ds_raft_node *rn = arg;
+    pthread_mutex_lock(&rn->mu);
+    for (;;) {
+        while (!rn->quit && rn->job_fd < 0)
+            pthread_cond_wait(&rn->cv, &rn->mu);
+        if (rn->job_fd < 0)
+            break;
+        int fd = rn->job_fd;
+        pthread_mutex_unlock(&rn->mu);
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        int err = fdatasync(fd) ? errno : 0;
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        close(fd);
+        pthread_mutex_lock(&rn->mu);
+        rn->job_fd = -1;
+        rn->job_errno = err;
+        rn->job_seconds = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+        uint64_t one = 1;
+        ssize_t w = write(rn->done_fd, &one, sizeof one); /* fails only at 2^64 - 1 unread */
+        (void)w;
+    }
+    pthread_mutex_unlock(&rn->mu);
+    return NULL;
+}
+
+static void report_durable(struct ds_raft_node *rn, uint64_t index, uint64_t term)
+{
+    if (index && ds_raft_persisted(rn->raft, index, term) == 0)
+        schedule(rn);
+}
+
+/* Start a sync of what has been written, unless one is in flight (its end starts the next). */
+static void sync_kick(struct ds_raft_node *rn)
+{
+    if (rn->sync_busy || !rn->written_entries)
+        return;
+    int fd, rv;
+    uint64_t gen;
+    if ((rv = ds_raft_storage_sync_begin(rn->st, &fd, &gen)))
+        fatal_storage(rn, "fsync", rv);
+    if (fd < 0) { /* synced here already */
+        ds_metric_observe(rn->m_batch, (double)rn->written_entries);
+        rn->written_entries = 0;
+        report_durable(rn, rn->written_index, rn->written_term);
+        return;
+    }
+    rn->sync_busy = 1;
+    rn->sync_gen = gen;
+    rn->sync_index = rn->written_index;
+    rn->sync_term = rn->written_term;
+    rn->sync_entries = rn->written_entries;
+    rn->written_entries = 0;
+    pthread_mutex_lock(&rn->mu);
+    rn->job_fd = fd;
+    pthread_cond_signal(&rn->cv);
+    pthread_mutex_unlock(&rn->mu);
+}
+
+static void sync_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct ds_raft_node *rn = arg;
+    uint64_t n;
+    if (read(fd, &n, sizeof n) != sizeof n || !rn->sync_busy)
+        return;
+    pthread_mutex_lock(&rn->mu);
+    int err = rn->job_errno;
+    double seconds = rn->job_seconds;
+    pthread_mutex_unlock(&rn->mu);
+    rn->sync_busy = 0;
+    if (err) {
+        ds_log(DS_LOG_ERROR, "raft storage failed: stopping so that this replica cannot diverge",
+               "op", "fdatasync", "error", strerror(err), NULL);
+        exit(1);
+    }
+    ds_raft_storage_sync_end(rn->st, rn->sync_gen);
+    ds_metric_observe(rn->m_fsync, seconds);
+    ds_metric_observe(rn->m_batch, (double)rn->sync_entries);
+    report_durable(rn, rn->sync_index, rn->sync_term);
+    sync_kick(rn);
+}
+
+static int syncer_start(struct ds_raft_node *rn)
+{
+    rn->job_fd = -1;
+    if ((rn->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+        return errno;
+    rn->done_ev = event_new(rn->node->base, rn->done_fd, EV_READ | EV_PERSIST, sync_done_cb, rn);
+    if (!rn->done_ev || event_add(rn->done_ev, NULL))
+        return ENOMEM;
+    if (pthread_mutex_init(&rn->mu, NULL))
+        return ENOMEM;
+    if (pthread_cond_init(&rn->cv, NULL)) {
+        pthread_mutex_destroy(&rn->mu);
+        return ENOMEM;
+    }
+    int rv = pthread_create(&rn->syncer, NULL, syncer_main, rn);
+    if (rv) {
+        pthread_cond_destroy(&rn->cv);
+        pthread_mutex_destroy(&rn->mu);
+        return rv;
+    }
+    rn->syncer_up = 1;
+    return 0;
+}
+
+/* Waits for the sync in flight, stops the thread. */
+static void syncer_stop(struct ds_raft_node *rn)
+{
+    if (rn->syncer_up) {
+        pthread_mutex_lock(&rn->mu);
+        rn->quit = 1;
+        pthread_cond_signal(&rn->cv);
+        pthread_mutex_unlock(&rn->mu);
+        pthread_join(rn->syncer, NULL);
+        pthread_cond_destroy(&rn->cv);
+        pthread_mutex_destroy(&rn->mu);
+        rn->syncer_up = 0;
+    }
+    if (rn->done_ev)
+        event_free(rn->done_ev);
+    rn->done_ev = NULL;
+    if (rn->done_fd >= 0)
+        close(rn->done_fd);
+    rn->done_fd = -1;
 }
 
 static uint32_t step_batch(struct ds_raft_node *rn, const uint8_t *p, size_t n, uint32_t *bad,
@@ -334,11 +509,14 @@ static void process_cb(evutil_socket_t fd, short what, void *arg)
         struct ds_raft_ready rd;
         if (ds_raft_ready(rn->raft, &rd))
             break;
-        if (rd.send_first) /* the followers write while this node does (raft.h) */
+        /* send_first: the followers write while this node does (raft.h) */
+        if (rd.send_first) {
             send_msgs(rn, &rd);
-        persist(rn, &rd);
-        if (!rd.send_first)
+            write_entries(rn, &rd);
+        } else {
+            persist(rn, &rd);
             send_msgs(rn, &rd);
+        }
         if (rd.has_snapshot) {
             if (rn->ops->restore(rn->app, rd.snap_data, rd.snap_len)) {
                 ds_log(DS_LOG_ERROR, "cannot restore the snapshot received from the leader", NULL);
@@ -353,6 +531,10 @@ static void process_cb(evutil_socket_t fd, short what, void *arg)
             rn->ops->read_done(rn->app, rd.reads[i].ctx, 1);
         int changed = rd.soft_changed;
         ds_raft_advance(rn->raft);
+        if (rd.send_first)
+            sync_kick(rn);
+        else
+            report_durable(rn, rn->written_index, rn->written_term);
         if (changed)
             state_changed(rn, &rd);
         maybe_snapshot(rn);
@@ -614,6 +796,7 @@ static int open_storage(struct ds_raft_node *rn, struct ds_raft_membership *boot
     o.election_max_ms = (uint32_t)c->election_max_ms;
     o.heartbeat_ms = (uint32_t)c->heartbeat_ms;
     o.max_inflight = MAX_INFLIGHT;
+    o.async_persist = 1;
     o.seed = rn->node->boot_id ^ rn->id;
     rv = ds_raft_create(&o, &d, raft);
     ds_raft_storage_load_free(&ld);
@@ -681,6 +864,7 @@ int ds_raft_node_start(struct ds_node *node, const struct ds_raft_app_ops *ops,
         snprintf(err, 512, "out of memory");
         return ENOMEM;
     }
+    rn->done_fd = -1;
     rn->node = node;
     rn->ops = ops;
     rn->app = app;
@@ -698,6 +882,11 @@ int ds_raft_node_start(struct ds_node *node, const struct ds_raft_app_ops *ops,
         return rv;
     }
     register_metrics(rn);
+    if ((rv = syncer_start(rn))) {
+        snprintf(err, 512, "raft: cannot start the log syncer: %s", strerror(rv));
+        ds_raft_node_free(rn);
+        return rv;
+    }
     rn->process = event_new(node->base, -1, 0, process_cb, rn);
     rn->tick = event_new(node->base, -1, EV_PERSIST, tick_cb, rn);
     struct timeval tv = {0, TICK_MS * 1000};
@@ -770,6 +959,7 @@ void ds_raft_node_free(struct ds_raft_node *rn)
         event_free(rn->process);
     if (rn->stop_timer)
         event_free(rn->stop_timer);
+    syncer_stop(rn);
     ds_raft_destroy(rn->raft);
     rn->raft = NULL;
     ds_raft_buf_free(&rn->reply);

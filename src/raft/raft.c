@@ -59,6 +59,10 @@ struct ds_raft {
     int in_ready;
     struct ds_raft_hard_state persisted_hs;
     uint64_t unstable, truncate_from;
+    /* async_persist: the log up to durable is on disk and equal to the log in memory; an
+     * accepted APPEND_RESP for entries above it waits in ack_* until ds_raft_persisted(). */
+    uint64_t durable;
+    uint64_t ack_to, ack_term, ack_index, ack_sent;
     int snap_pending;
     int last_role;
     uint64_t last_leader;
@@ -331,6 +335,9 @@ static void log_truncate(struct ds_raft *r, uint64_t from)
         trash(r, r->log[r->log_len - 1].data);
         r->log_len--;
     }
+    if (r->durable >= from)
+        r->durable = from - 1;
+    r->ack_index = r->ack_sent = 0; /* what was acknowledged may be gone */
     if (from < r->unstable) {
         r->unstable = from;
         if (r->truncate_from == 0 || from < r->truncate_from)
@@ -619,7 +626,8 @@ static void maybe_commit(struct ds_raft *r)
     for (uint32_t i = 0; i < r->conf.n_voters; i++) {
         uint64_t id = r->conf.voters[i];
         const struct progress *pr = progress_of(r, id);
-        match[n++] = id == r->id ? last_index(r) : pr ? pr->match : 0;
+        uint64_t self = r->o.async_persist ? r->durable : last_index(r);
+        match[n++] = id == r->id ? self : pr ? pr->match : 0;
     }
     if (n == 0)
         return;
@@ -809,6 +817,46 @@ static void append_resp(struct ds_raft *r, const struct ds_raft_msg *in, uint64_
         m->index = index;
 }
 
+/* Accept the leader's log up to index.  The answer says "stored here": with async_persist it
+ * waits until ds_raft_persisted() covers index (ack_flush). */
+static void ack_append(struct ds_raft *r, const struct ds_raft_msg *in, uint64_t index)
+{
+    if (!r->o.async_persist || index <= r->durable) {
+        append_resp(r, in, index);
+        return;
+    }
+    if (r->ack_to != in->from || r->ack_term != r->term) {
+        r->ack_to = in->from;
+        r->ack_term = r->term;
+        r->ack_index = r->ack_sent = 0;
+    }
+    if (index > r->ack_index)
+        r->ack_index = index;
+}
+
+/* Answer the waiting acceptance as far as the disk now covers it.  The log up to ack_index
+ * matched the leader's when it was accepted and has not been truncated since (log_truncate
+ * drops the acceptance), so any prefix of it that is durable may be acknowledged. */
+static void ack_flush(struct ds_raft *r)
+{
+    if (!r->ack_index)
+        return;
+    if (r->ack_term != r->term || r->role != DS_RAFT_FOLLOWER) {
+        r->ack_index = r->ack_sent = 0;
+        return;
+    }
+    uint64_t index = r->durable < r->ack_index ? r->durable : r->ack_index;
+    if (index > r->ack_sent) {
+        struct ds_raft_msg *m = msg_new(r, DS_RAFT_MSG_APPEND_RESP, r->ack_to);
+        if (!m)
+            return; /* like a lost message: the leader probes again */
+        m->index = index;
+        r->ack_sent = index;
+    }
+    if (index == r->ack_index)
+        r->ack_index = r->ack_sent = 0;
+}
+
 static int follower_append_entries(struct ds_raft *r, const struct ds_raft_msg *m)
 {
     for (uint32_t k = 0; k < m->n_entries; k++) {
@@ -831,7 +879,7 @@ static int follower_on_append(struct ds_raft *r, const struct ds_raft_msg *m)
 {
     uint64_t t;
     if (m->index < r->commit) {
-        append_resp(r, m, r->commit);
+        ack_append(r, m, r->commit);
         return DS_RAFT_OK;
     }
     if (!term_at(r, m->index, &t) || t != m->log_term) {
@@ -850,7 +898,7 @@ static int follower_on_append(struct ds_raft *r, const struct ds_raft_msg *m)
         return rv;
     uint64_t last_new = m->index + m->n_entries;
     commit_to(r, m->commit < last_new ? m->commit : last_new);
-    append_resp(r, m, last_new);
+    ack_append(r, m, last_new);
     return DS_RAFT_OK;
 }
 
@@ -868,12 +916,12 @@ static int follower_on_snapshot(struct ds_raft *r, const struct ds_raft_msg *m)
 {
     uint64_t t;
     if (m->snap.index <= r->commit) {
-        append_resp(r, m, r->commit);
+        ack_append(r, m, r->commit);
         return DS_RAFT_OK;
     }
     if (term_at(r, m->snap.index, &t) && t == m->snap.term) {
         commit_to(r, m->snap.index);
-        append_resp(r, m, m->snap.index);
+        ack_append(r, m, m->snap.index);
         return DS_RAFT_OK;
     }
     uint8_t *copy = malloc(m->snap_len ? m->snap_len : 1);
@@ -891,8 +939,10 @@ static int follower_on_snapshot(struct ds_raft *r, const struct ds_raft_msg *m)
     r->truncate_from = 0;
     r->snap_pending = 1;
     r->commit = m->snap.index;
+    r->durable = 0; /* until the snapshot is stored */
+    r->ack_index = r->ack_sent = 0;
     conf_recompute(r);
-    append_resp(r, m, m->snap.index);
+    ack_append(r, m, m->snap.index);
     return DS_RAFT_OK;
 }
 
@@ -1261,6 +1311,27 @@ int ds_raft_snapshot_taken(struct ds_raft *r, uint64_t index, const void *data, 
     r->snap_len = len;
     if (index >= r->o.snapshot_trailing)
         log_compact(r, index + 1 - r->o.snapshot_trailing);
+    if (r->durable < index) /* the stored snapshot covers the log up to index */
+        r->durable = index;
+    return DS_RAFT_OK;
+}
+
+int ds_raft_persisted(struct ds_raft *r, uint64_t index, uint64_t term)
+{
+    uint64_t t;
+    if (r->in_ready)
+        return DS_RAFT_EBUSY;
+    if (!r->o.async_persist)
+        return DS_RAFT_EINVAL;
+    /* Stale reports (the log was truncated or replaced meanwhile) change nothing: an entry with
+     * this index and term is the one that was written, and so is the log before it (§5.3). */
+    if (index <= r->durable || index >= r->unstable || !term_at(r, index, &t) || t != term)
+        return DS_RAFT_OK;
+    r->durable = index;
+    if (r->role == DS_RAFT_LEADER)
+        maybe_commit(r);
+    else
+        ack_flush(r);
     return DS_RAFT_OK;
 }
 
@@ -1320,8 +1391,11 @@ int ds_raft_ready(struct ds_raft *r, struct ds_raft_ready *rd)
     }
     rd->reads = r->done_reads;
     rd->n_reads = r->n_done_reads;
-    rd->send_first = r->role == DS_RAFT_LEADER && !rd->has_hard_state && !rd->has_snapshot &&
-                     !rd->truncate_from && msgs_need_no_disk(r);
+    if (r->o.async_persist) /* no message speaks for entries that are not durable */
+        rd->send_first = !rd->has_hard_state && !rd->has_snapshot && !rd->truncate_from;
+    else
+        rd->send_first = r->role == DS_RAFT_LEADER && !rd->has_hard_state &&
+                         !rd->has_snapshot && !rd->truncate_from && msgs_need_no_disk(r);
     rd->soft_changed = r->role != r->last_role || r->leader != r->last_leader;
     rd->role = r->role;
     rd->term = r->term;
@@ -1339,6 +1413,8 @@ int ds_raft_advance(struct ds_raft *r)
     r->persisted_hs.vote = r->vote;
     r->unstable = last_index(r) + 1;
     r->truncate_from = 0;
+    if (!r->o.async_persist)
+        r->durable = last_index(r);
     if (r->snap_pending && r->applied < r->snap.index)
         r->applied = r->snap.index;
     r->snap_pending = 0;
@@ -1409,7 +1485,8 @@ int ds_raft_create(const struct ds_raft_options *o, const struct ds_raft_durable
         if ((rv = log_append(r, e->term, e->type, e->data, e->len)))
             goto err;
     }
-    r->unstable = last_index(r) + 1;
+    r->durable = last_index(r);
+    r->unstable = r->durable + 1;
     conf_recompute(r);
     reset_election_timer(r);
     *out = r;

@@ -62,6 +62,7 @@ struct ds_raft_options {
     uint32_t snapshot_trailing;   /* entries kept in memory behind a snapshot */
     uint8_t pre_vote;             /* dissertation §9.6 */
     uint8_t check_quorum;         /* leader steps down without a majority; leases block votes */
+    uint8_t async_persist;        /* entries become durable after advance (ds_raft_persisted) */
     uint64_t seed;                /* seeds the struct ds_prng of the randomised timeouts */
 };
 
@@ -133,7 +134,14 @@ struct ds_raft_read_state {
  * AppendEntries, heartbeats, snapshots, TimeoutNow or refusals).  The followers then write the
  * entries while the leader does (dissertation §10.2.1).  The leader counts its own log towards a
  * commit (§5.4.2) only through answers it steps after advance(), so only once the entries it
- * sent are durable here too. */
+ * sent are durable here too.
+ *
+ * With options.async_persist, entries need not be durable at (7): the glue may write them, call
+ * advance() and have them synced meanwhile (another thread), then report the synced prefix with
+ * ds_raft_persisted().  The core counts the leader's own log towards a commit, and a follower
+ * answers an AppendEntries as accepted, only up to what is reported durable.  send_first is then
+ * set on every batch that changes no term, vote, snapshot or truncation; a batch that does is
+ * handled as above ((1)-(3) durable before (4)), and its entries are reported after advance(). */
 struct ds_raft_ready {
     int has_hard_state;
     struct ds_raft_hard_state hs;
@@ -222,6 +230,12 @@ int ds_raft_snapshot_taken(struct ds_raft *r, uint64_t index, const void *data, 
  * must be stored with; the glue calls it to write the snapshot, then ds_raft_snapshot_taken(). */
 int ds_raft_snapshot_meta_at(const struct ds_raft *r, uint64_t index,
                              struct ds_raft_snapshot_meta *m);
+
+/* async_persist: the log up to index, whose entry there has term, is durable (every entry the
+ * glue wrote before the sync it reports; a snapshot the glue stored covers its index without a
+ * report).  Reports the log has since outgrown, truncated or replaced change nothing.  EINVAL
+ * without async_persist, EBUSY between ready() and advance(). */
+int ds_raft_persisted(struct ds_raft *r, uint64_t index, uint64_t term);
 
 /* 1 if ds_raft_ready() has work, else 0. */
 int ds_raft_has_ready(const struct ds_raft *r);

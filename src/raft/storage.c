@@ -40,6 +40,7 @@ struct ds_raft_storage {
     int lock_fd;
     int active_fd;   /* the last segment, open for writing, or -1 */
     int active_dirty; /* appended to since the last fdatasync */
+    uint64_t gen;     /* counts writes to the active segment (ds_raft_storage_sync_begin) */
     int tail_dirty;  /* a failed write may have left bytes past segs[last].size */
     int wal_dirty;   /* segments created or removed since the last fsync of wal/ */
     int conflict;    /* open found the snapshot's index in the log with another term */
@@ -945,6 +946,7 @@ static int flush(struct ds_raft_storage *st)
     s->last = st->buf_last;
     st->buf_len = 0;
     st->active_dirty = 1;
+    st->gen++;
     return 0;
 }
 
@@ -958,6 +960,25 @@ int ds_raft_storage_sync(struct ds_raft_storage *st)
         return fail(st, DS_RAFT_STORAGE_EIO, "fdatasync of the active segment: %s", strerror(errno));
     st->active_dirty = 0;
     return st->wal_dirty ? fsync_wal(st) : 0;
+}
+
+int ds_raft_storage_sync_begin(struct ds_raft_storage *st, int *fd, uint64_t *gen)
+{
+    *fd = -1;
+    *gen = st->gen;
+    if (st->tail_dirty || st->wal_dirty)
+        return ds_raft_storage_sync(st);
+    if (!st->active_dirty)
+        return 0;
+    if ((*fd = fcntl(st->active_fd, F_DUPFD_CLOEXEC, 0)) < 0)
+        return fail(st, DS_RAFT_STORAGE_EIO, "dup of the active segment: %s", strerror(errno));
+    return 0;
+}
+
+void ds_raft_storage_sync_end(struct ds_raft_storage *st, uint64_t gen)
+{
+    if (gen == st->gen)
+        st->active_dirty = 0;
 }
 
 /* Starts segment `first`, after making the full one durable (a crash must never tear a segment
@@ -986,6 +1007,7 @@ static int roll(struct ds_raft_storage *st, uint64_t first)
     st->active_fd = fd;
     st->active_dirty = 1;
     st->wal_dirty = 1;
+    st->gen++;
     return 0;
 }
 

@@ -107,6 +107,15 @@ int ds_raft_storage_append(struct ds_raft_storage *st, const struct ds_raft_entr
  * not the last one. */
 int ds_raft_storage_sync(struct ds_raft_storage *st);
 
+/* The same sync split in two, for an fdatasync on another thread while appends go on.  begin:
+ * *fd = a duplicate of the active segment's descriptor (the caller fdatasyncs and closes it; it
+ * stays valid when the segment is closed meanwhile) and *gen names what has been appended so far;
+ * or *fd = -1 when nothing is to sync or the sync was done here at once (a created segment needs
+ * its directory synced, a failed write its tail cut first).  end: the fdatasync of *fd succeeded;
+ * when nothing was appended since begin, the next sync has nothing to flush. */
+int ds_raft_storage_sync_begin(struct ds_raft_storage *st, int *fd, uint64_t *gen);
+void ds_raft_storage_sync_end(struct ds_raft_storage *st, uint64_t gen);
+
 /* Removes entries from_index onwards (a follower overwriting a conflicting suffix, Raft §5.3);
  * durable when it returns 0. from_index past the last entry is a no-op; from_index >= 1. */
 int ds_raft_storage_truncate_suffix(struct ds_raft_storage *st, uint64_t from_index);

@@ -299,6 +299,77 @@ static void app_apply(struct sim *s, int id, const struct ds_raft_entry *e, uint
         s->sm_ops->apply(s->sm, s, id, e);
 }
 
+/* ================================================================ async persistence */
+
+static uint64_t pend_last(const struct sim_node *n)
+{
+    return n->n_pend ? n->pend[n->n_pend - 1].index : st_last(&n->st);
+}
+
+/* The glue wrote e to the log file; it is durable only once a sync covers it. */
+static void pend_write(struct sim *s, int id, const struct ds_raft_entry *e)
+{
+    struct sim_node *n = &s->nodes[id];
+    if (e->index != pend_last(n) + 1)
+        sim_fail(s, "node %d wrote entry %llu after %llu", id, (unsigned long long)e->index,
+                 (unsigned long long)pend_last(n));
+    if (n->n_pend == n->cap_pend) {
+        n->cap_pend = n->cap_pend ? 2 * n->cap_pend : 64;
+        n->pend = xrealloc(n->pend, n->cap_pend * sizeof(*n->pend));
+    }
+    struct ds_raft_entry *c = &n->pend[n->n_pend++];
+    *c = *e;
+    c->data = NULL;
+    if (e->len) {
+        c->data = xrealloc(NULL, e->len);
+        memcpy(c->data, e->data, e->len);
+    }
+}
+
+/* Written entries up to index become durable (or, with keep == 0, are dropped). */
+static void pend_settle(struct sim *s, int id, uint64_t index, int keep)
+{
+    struct sim_node *n = &s->nodes[id];
+    size_t k = 0;
+    for (; k < n->n_pend && n->pend[k].index <= index; k++) {
+        if (keep)
+            st_append(s, id, &n->pend[k]);
+        free(n->pend[k].data);
+    }
+    memmove(n->pend, n->pend + k, (n->n_pend - k) * sizeof(*n->pend));
+    n->n_pend -= k;
+}
+
+static void sync_schedule(struct sim *s, int id)
+{
+    struct sim_node *n = &s->nodes[id];
+    if (!n->n_pend || n->sync_at)
+        return;
+    /* mostly a fast disk; now and then a slow sync, so that crashes find written entries */
+    n->sync_at = s->now + ds_prng_below(&s->prng, ds_prng_below(&s->prng, 8) ? 4 : 40);
+    if (n->sync_at < n->stall_until)
+        n->sync_at = n->stall_until;
+    n->sync_index = pend_last(n);
+    n->sync_term = n->pend[n->n_pend - 1].term;
+}
+
+static void process_ready(struct sim *s, int id);
+
+/* The sync in flight completed: what it covers is durable; tell the core (a stale report after a
+ * truncation or a snapshot must change nothing). */
+static void sync_done(struct sim *s, int id)
+{
+    struct sim_node *n = &s->nodes[id];
+    pend_settle(s, id, n->sync_index, 1);
+    n->sync_at = 0;
+    s->async_syncs++;
+    int rv = ds_raft_persisted(n->r, n->sync_index, n->sync_term);
+    if (rv)
+        sim_fail(s, "node %d persisted: %s", id, ds_raft_strerror(rv));
+    sync_schedule(s, id);
+    process_ready(s, id);
+}
+
 /* ================================================================ ready processing */
 
 static void persist(struct sim *s, int id, const struct ds_raft_ready *rd)
@@ -342,11 +413,21 @@ static void apply_batch(struct sim *s, int id, const struct ds_raft_ready *rd)
     n->since_snap += rd->n_committed;
 }
 
-/* Finish the held batch: persist, send (unless sent first), apply, advance. */
+/* Finish the held batch: persist, send (unless sent first), apply, advance.  With async_persist a
+ * send_first batch is only written; a batch that must be durable first syncs everything written
+ * before it too, and is reported after advance. */
 static void finish_ready(struct sim *s, int id, const struct ds_raft_ready *rd)
 {
     struct sim_node *n = &s->nodes[id];
-    persist(s, id, rd);
+    int async = s->opts.async_persist && rd->send_first;
+    if (async) {
+        for (size_t i = 0; i < rd->n_entries; i++)
+            pend_write(s, id, &rd->entries[i]);
+    } else {
+        if (s->opts.async_persist)
+            pend_settle(s, id, UINT64_MAX, 1);
+        persist(s, id, rd);
+    }
     if (rd->role == DS_RAFT_LEADER) {
         check_term_leader(s, id, rd->term);
         if (rd->soft_changed)
@@ -357,6 +438,15 @@ static void finish_ready(struct sim *s, int id, const struct ds_raft_ready *rd)
     apply_batch(s, id, rd);
     ds_raft_advance(n->r);
     n->holding = 0;
+    if (async) {
+        sync_schedule(s, id);
+    } else if (s->opts.async_persist) {
+        uint64_t t = 0, last = st_last(&n->st);
+        st_term(&n->st, last, &t);
+        int rv = last ? ds_raft_persisted(n->r, last, t) : 0;
+        if (rv)
+            sim_fail(s, "node %d persisted: %s", id, ds_raft_strerror(rv));
+    }
 }
 
 /* The hash chain, then the plugged-in state machine's bytes; malloc'd, the caller frees. */
@@ -389,8 +479,10 @@ static void maybe_snapshot(struct sim *s, int id)
     uint8_t *data = app_snapshot(s, id, &len);
     struct ds_raft_snapshot_meta meta;
     int rv = ds_raft_snapshot_meta_at(n->r, n->app.applied, &meta);
-    if (rv == 0) /* the glue persists the snapshot first, then tells the core */
+    if (rv == 0) { /* the glue persists the snapshot first, then tells the core */
         st_set_snapshot(&n->st, &meta, data, len);
+        pend_settle(s, id, meta.index, 0); /* written entries it covers */
+    }
     if (rv == 0)
         rv = ds_raft_snapshot_taken(n->r, n->app.applied, data, len);
     if (rv)
@@ -413,8 +505,8 @@ static void process_ready(struct sim *s, int id)
         n->holding = 1;
         for (size_t i = 0; n->rd.send_first && i < n->rd.n_msgs; i++)
             net_send(s, &n->rd.msgs[i]); /* before the disk write: a crash now loses it */
-        if (s->now < n->stall_until)
-            return; /* disk stall: the batch waits */
+        if (s->now < n->stall_until && !(s->opts.async_persist && n->rd.send_first))
+            return; /* disk stall: the batch waits (an async write waits in its sync) */
         finish_ready(s, id, &n->rd);
     }
     maybe_snapshot(s, id);
@@ -486,6 +578,14 @@ void sim_crash(struct sim *s, int id)
         return;
     ds_raft_destroy(n->r); /* a held batch was never persisted: it is lost */
     n->r = NULL;
+    if (n->n_pend) { /* of what was written but not synced, a prefix may have reached the disk */
+        size_t keep = (size_t)ds_prng_below(&s->prng, n->n_pend + 1);
+        if (keep && keep < n->n_pend)
+            s->torn_crashes++;
+        pend_settle(s, id, keep ? n->pend[keep - 1].index : 0, 1);
+        pend_settle(s, id, UINT64_MAX, 0);
+    }
+    n->sync_at = 0;
     n->up = 0;
     n->holding = 0;
 }
@@ -527,6 +627,7 @@ void sim_free(struct sim *s)
             free(n->st.ents[i].data);
         free(n->st.ents);
         free(n->st.snap_data);
+        free(n->pend);
     }
     while (s->n_heap)
         free(heap_pop(s).buf);
@@ -570,6 +671,8 @@ void sim_step(struct sim *s)
         struct sim_node *n = &s->nodes[id];
         if (n->up && n->holding && s->now >= n->stall_until)
             finish_ready(s, id, &n->rd);
+        if (n->up && !n->holding && n->sync_at && s->now >= n->sync_at)
+            sync_done(s, id);
     }
     for (int id = 1; id <= s->n; id++) {
         struct sim_node *n = &s->nodes[id];

@@ -42,6 +42,11 @@ struct sim_node {
     uint64_t snap_every, since_snap;
     struct sim_read reads[64];
     unsigned n_reads;
+    /* opts.async_persist: entries written but not yet synced (a crash keeps a random prefix),
+     * and the sync in flight, which completes at sync_at and covers up to sync_index. */
+    struct ds_raft_entry *pend;
+    size_t n_pend, cap_pend;
+    uint64_t sync_at, sync_index, sync_term;
 };
 
 struct sim;
@@ -91,6 +96,7 @@ struct sim {
     size_t cap_recs, n_recs;
     uint64_t read_floor[64]; /* read ctx -> highest committed index when it was asked */
     unsigned long truncations, installs; /* coverage statistics */
+    unsigned long async_syncs, torn_crashes; /* async_persist coverage */
     const struct sim_sm_ops *sm_ops; /* NULL: the hash chain only */
     struct sim_sm *sm;
     int failed;

@@ -176,6 +176,7 @@ static int run_seed(uint64_t seed)
     o.max_append_entries = 8;
     o.max_inflight = 4;
     o.snapshot_trailing = (uint32_t)(seed % 7);
+    o.async_persist = (seed / 2) % 2; /* half the seeds sync entries after advance */
     sim_init(&s, seed, nodes, nodes, &o);
     for (int id = 1; id <= nodes; id++)
         s.nodes[id].snap_every = 5 + ds_prng_below(&s.prng, 50);
@@ -186,11 +187,12 @@ static int run_seed(uint64_t seed)
     check_liveness(&s);
     int failed = s.failed;
     if (getenv("DS_VERBOSE"))
-        printf("seed %llu: %d nodes, %llu committed, %lu truncations, %lu snapshot installs, "
-               "%llu membership changes, %llu reads\n",
-               (unsigned long long)seed, nodes, (unsigned long long)s.max_committed,
-               s.truncations, s.installs, (unsigned long long)c.conf_changes,
-               (unsigned long long)c.reads);
+        printf("seed %llu: %d nodes%s, %llu committed, %lu truncations, %lu snapshot installs, "
+               "%llu membership changes, %llu reads, %lu async syncs, %lu torn crashes\n",
+               (unsigned long long)seed, nodes, o.async_persist ? " (async persist)" : "",
+               (unsigned long long)s.max_committed, s.truncations, s.installs,
+               (unsigned long long)c.conf_changes, (unsigned long long)c.reads, s.async_syncs,
+               s.torn_crashes);
     if (failed)
         fprintf(stderr, "seed %llu (%d nodes) failed at %llu ms: %s\n"
                         "  replay: DS_SEED=%llu build/t/unit/raft/test_raft_sim\n",

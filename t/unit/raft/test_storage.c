@@ -416,6 +416,46 @@ static void unsynced_appends_are_readable_after_a_clean_close(void)
     CHECK(reopen_has(dir, 1, 40));
 }
 
+/* The split sync: a descriptor to fdatasync elsewhere while appends go on; a new segment is
+ * synced at once (its directory entry too); the descriptor outlives the segment's closing. */
+static void split_sync_hands_out_a_descriptor_that_outlives_a_segment_roll(void)
+{
+    struct ds_raft_storage_opts o = small_opts();
+    const char *dir = fresh_dir("splitsync");
+    struct ds_raft_storage *st = open_ok(dir, &o);
+    struct ds_raft_entry e;
+    uint8_t buf[512];
+    uint64_t gen, gen2;
+    int fd = 0, fd2 = 0;
+
+    REQUIRE(st);
+    CHECK(ds_raft_storage_sync_begin(st, &fd, &gen) == 0 && fd == -1); /* nothing written */
+    e = make_entry(1, 1, buf);
+    CHECK(ds_raft_storage_append(st, &e, 1) == 0);
+    CHECK(ds_raft_storage_sync_begin(st, &fd, &gen) == 0 && fd == -1); /* new segment: done here */
+    e = make_entry(2, 1, buf);
+    CHECK(ds_raft_storage_append(st, &e, 1) == 0);
+    CHECK(ds_raft_storage_sync_begin(st, &fd, &gen) == 0 && fd >= 0);
+    e = make_entry(3, 1, buf); /* appended while the sync of fd runs: gen moves on */
+    CHECK(ds_raft_storage_append(st, &e, 1) == 0);
+    CHECK(append_range(st, 4, 60, 1, 7) == 0); /* rolls: the segment of fd is closed */
+    CHECK(fd >= 0 && fdatasync(fd) == 0);
+    if (fd >= 0)
+        close(fd);
+    ds_raft_storage_sync_end(st, gen); /* stale: entries came after it */
+    e = make_entry(61, 1, buf);
+    CHECK(ds_raft_storage_append(st, &e, 1) == 0);
+    CHECK(ds_raft_storage_sync_begin(st, &fd2, &gen2) == 0 && fd2 >= 0 && gen2 != gen);
+    CHECK(fd2 >= 0 && fdatasync(fd2) == 0);
+    if (fd2 >= 0)
+        close(fd2);
+    ds_raft_storage_sync_end(st, gen2);
+    CHECK(ds_raft_storage_sync_begin(st, &fd, &gen) == 0 && fd == -1); /* all durable */
+    ds_raft_storage_close(st);
+    CHECK(reopen_has(dir, 1, 61));
+    CHECK(notices == 0);
+}
+
 static void hard_state_round_trips_and_is_replaced(void)
 {
     struct ds_raft_storage_opts o = small_opts();
@@ -1091,6 +1131,7 @@ int main(void)
     RUN(fresh_directory_opens_empty);
     RUN(appended_entries_survive_reopen_across_several_segments);
     RUN(unsynced_appends_are_readable_after_a_clean_close);
+    RUN(split_sync_hands_out_a_descriptor_that_outlives_a_segment_roll);
     RUN(hard_state_round_trips_and_is_replaced);
     RUN(second_open_of_a_directory_is_refused);
     RUN(append_rejects_bad_entries);
