@@ -763,7 +763,7 @@ static int open_storage(struct ds_raft_node *rn, struct ds_raft_membership *boot
 {
     char dir[DS_CONFIG_PATH_MAX + 8];
     snprintf(dir, sizeof dir, "%s/raft", rn->node->cfg->data_dir);
-    struct ds_raft_storage_opts so = {.notice = notice};
+    struct ds_raft_storage_opts so = {.notice = notice, .preallocate = 1};
     char serr[DS_RAFT_STORAGE_ERRLEN];
     int rv = ds_raft_storage_open(dir, &so, &rn->st, serr);
     if (rv) {
