@@ -762,6 +762,7 @@ int main(int argc, char **argv)
     ssl_ctx = SSL_CTX_new(TLS_client_method());
     if (!ssl_ctx)
         die("SSL_CTX_new failed");
+    SSL_CTX_set_read_ahead(ssl_ctx, 1); /* one read(2) per answer, not header + body */
     if (opt.cacert) {
         if (SSL_CTX_load_verify_locations(ssl_ctx, opt.cacert, NULL) != 1)
             die("cannot load CA file %s", opt.cacert);
