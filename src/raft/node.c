@@ -65,6 +65,7 @@ struct ds_raft_node {
     /* While a peer's batch is handled, messages back to that peer go into the HTTP answer
      * instead of a POST of their own: one exchange per round trip instead of two. */
     uint64_t reply_to;
+    struct ds_http_req *reply_req;
     struct ds_raft_buf reply;
     uint32_t reply_count;
     /* Written to the log file so far (what the next sync will cover). */
@@ -81,6 +82,7 @@ struct ds_raft_node {
     /* loop side of the sync in flight */
     int sync_busy;
     uint64_t sync_gen, sync_index, sync_term, sync_entries;
+    uint64_t report_index, report_term; /* synced at once inside a batch: reported after it */
 };
 
 static void schedule(struct ds_raft_node *rn);
@@ -231,7 +233,9 @@ static void report_durable(struct ds_raft_node *rn, uint64_t index, uint64_t ter
         schedule(rn);
 }
 
-/* Start a sync of what has been written, unless one is in flight (its end starts the next). */
+/* Start a sync of what has been written, unless one is in flight (its end starts the next).
+ * Called inside a batch too (right after its write, so that the disk starts at once): a sync
+ * done here at once is reported after the batch (report_index). */
 static void sync_kick(struct ds_raft_node *rn)
 {
     if (rn->sync_busy || !rn->written_entries)
@@ -243,7 +247,9 @@ static void sync_kick(struct ds_raft_node *rn)
     if (fd < 0) { /* synced here already */
         ds_metric_observe(rn->m_batch, (double)rn->written_entries);
         rn->written_entries = 0;
-        report_durable(rn, rn->written_index, rn->written_term);
+        rn->report_index = rn->written_index;
+        rn->report_term = rn->written_term;
+        schedule(rn);
         return;
     }
     rn->sync_busy = 1;
@@ -500,22 +506,51 @@ static void state_changed(struct ds_raft_node *rn, const struct ds_raft_ready *r
         rn->ops->state_changed(rn->app, rd->role, rd->term, rd->leader);
 }
 
+/* Answers the peer request being handled (raft_msg_route) with what rides on it, or 204. */
+static void reply_flush(struct ds_raft_node *rn)
+{
+    struct ds_http_req *req = rn->reply_req;
+    if (!req)
+        return;
+    rn->reply_req = NULL;
+    rn->reply_to = 0;
+    if (!rn->reply_count) {
+        ds_http_reply(req, 204, "application/octet-stream", "", 0);
+        return;
+    }
+    put_le32(rn->reply.data, rn->reply_count);
+    ds_http_reply(req, 200, "application/octet-stream", rn->reply.data, rn->reply.len);
+    rn->reply_count = 0;
+    rn->reply.len = 0;
+}
+
 static void process_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct ds_raft_node *rn = arg;
+    if (rn->report_index) {
+        uint64_t index = rn->report_index;
+        rn->report_index = 0;
+        report_durable(rn, index, rn->report_term);
+    }
     while (ds_raft_has_ready(rn->raft)) {
         struct ds_raft_ready rd;
         if (ds_raft_ready(rn->raft, &rd))
             break;
-        /* send_first: the followers write while this node does (raft.h) */
+        /* send_first: the followers write while this node does (raft.h).  The messages and the
+         * disk go first; applying (answering clients) comes after, off the replication path. */
         if (rd.send_first) {
             send_msgs(rn, &rd);
+            if (rn->reply_count)
+                reply_flush(rn);
             write_entries(rn, &rd);
+            sync_kick(rn);
         } else {
             persist(rn, &rd);
             send_msgs(rn, &rd);
+            if (rn->reply_count)
+                reply_flush(rn);
         }
         if (rd.has_snapshot) {
             if (rn->ops->restore(rn->app, rd.snap_data, rd.snap_len)) {
@@ -531,10 +566,13 @@ static void process_cb(evutil_socket_t fd, short what, void *arg)
             rn->ops->read_done(rn->app, rd.reads[i].ctx, 1);
         int changed = rd.soft_changed;
         ds_raft_advance(rn->raft);
-        if (rd.send_first)
-            sync_kick(rn);
-        else
+        if (!rd.send_first)
             report_durable(rn, rn->written_index, rn->written_term);
+        if (rn->report_index) {
+            uint64_t index = rn->report_index;
+            rn->report_index = 0;
+            report_durable(rn, index, rn->report_term);
+        }
         if (changed)
             state_changed(rn, &rd);
         maybe_snapshot(rn);
@@ -616,20 +654,14 @@ static void raft_msg_route(struct ds_http_req *req)
         ds_http_reply_error(req, 400, "bad_request", "%u of %u messages refused", bad, count);
         return;
     }
-    /* handle the batch now, so that what goes back to the sender rides on this answer */
+    /* handle the batch now, so that what goes back to the sender rides on this answer (sent as
+     * soon as a batch has it, before that batch's entries are applied) */
     rn->reply_to = from;
+    rn->reply_req = req;
     rn->reply.len = 0;
     rn->reply_count = 0;
     process_cb(-1, 0, rn);
-    rn->reply_to = 0;
-    if (!rn->reply_count) {
-        ds_http_reply(req, 204, "application/octet-stream", "", 0);
-        return;
-    }
-    uint8_t hdr[4];
-    put_le32(hdr, rn->reply_count);
-    memcpy(rn->reply.data, hdr, 4);
-    ds_http_reply(req, 200, "application/octet-stream", rn->reply.data, rn->reply.len);
+    reply_flush(rn);
 }
 
 /* ------------------------------------------------------------------ admin routes */
