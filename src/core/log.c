@@ -147,7 +147,8 @@ int ds_audit_open(const char *path)
     audit = fopen(path, "a");
     if (!audit)
         return errno;
-    setvbuf(audit, NULL, _IOFBF, 64 * 1024);
+    static char buf[64 * 1024]; /* glibc ignores the size when it allocates the buffer itself */
+    setvbuf(audit, buf, _IOFBF, sizeof buf);
     return 0;
 }
 
