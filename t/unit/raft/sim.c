@@ -336,8 +336,10 @@ static void pend_settle(struct sim *s, int id, uint64_t index, int keep)
             st_append(s, id, &n->pend[k]);
         free(n->pend[k].data);
     }
-    memmove(n->pend, n->pend + k, (n->n_pend - k) * sizeof(*n->pend));
-    n->n_pend -= k;
+    if (k) {
+        memmove(n->pend, n->pend + k, (n->n_pend - k) * sizeof(*n->pend));
+        n->n_pend -= k;
+    }
 }
 
 static void sync_schedule(struct sim *s, int id)
