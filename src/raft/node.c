@@ -1,11 +1,12 @@
 /* Raft host: the pure core on the event loop, durable storage with group commit, batched peer
  * messages over mutual TLS + HMAC, and the role's state machine.
  *
- * Entries are written on the loop and fdatasync'ed on a syncer thread meanwhile (the core's
- * async_persist, raft.h): the loop keeps reading requests, sending AppendEntries and answering
- * clients while the disk flushes, and each sync covers everything written before it started.
- * A batch that changes term, vote or snapshot, or truncates the log, is made durable on the loop
- * before its messages go out, as the core asks.
+ * Entries are written on the loop and made durable after the batch (the core's async_persist,
+ * raft.h): on the leader by a syncer thread, while the loop keeps reading requests, sending
+ * AppendEntries and answering clients; on a follower by the loop itself (sync_kick says why).
+ * Each sync covers everything written before it started.  A batch that changes term, vote or
+ * snapshot, or truncates the log, is made durable on the loop before its messages go out, as the
+ * core asks.
  *
  * Every NORMAL entry's data starts with a kind byte: KIND_APP (the role's command follows) or
  * KIND_ADDR (an address-book record "name\nurl": how to reach a member added at run time). */
@@ -143,6 +144,23 @@ static int encode_conf(const struct ds_raft_membership *conf, struct ds_raft_buf
     return ds_raft_conf_encode(conf, b);
 }
 
+/* One fdatasync of everything written so far, on the loop. */
+static void sync_here(struct ds_raft_node *rn)
+{
+    struct timespec a, b;
+    int rv;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    if ((rv = ds_raft_storage_sync(rn->st)))
+        fatal_storage(rn, "fsync", rv);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    if (rn->written_entries) {
+        ds_metric_observe(rn->m_fsync, (double)(b.tv_sec - a.tv_sec) +
+                                           (double)(b.tv_nsec - a.tv_nsec) / 1e9);
+        ds_metric_observe(rn->m_batch, (double)rn->written_entries);
+        rn->written_entries = 0;
+    }
+}
+
 /* Appends the batch's entries to the log file (the page cache); a sync makes them durable. */
 static void write_entries(struct ds_raft_node *rn, const struct ds_raft_ready *rd)
 {
@@ -183,18 +201,7 @@ static void persist(struct ds_raft_node *rn, const struct ds_raft_ready *rd)
     write_entries(rn, rd);
     if (rd->has_hard_state && (rv = ds_raft_storage_set_hard_state(rn->st, &rd->hs)))
         fatal_storage(rn, "save term and vote", rv);
-    /* one fdatasync covers this batch and whatever earlier batches wrote */
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    if ((rv = ds_raft_storage_sync(rn->st)))
-        fatal_storage(rn, "fsync", rv);
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    if (rn->written_entries) {
-        ds_metric_observe(rn->m_fsync, (double)(b.tv_sec - a.tv_sec) +
-                                           (double)(b.tv_nsec - a.tv_nsec) / 1e9);
-        ds_metric_observe(rn->m_batch, (double)rn->written_entries);
-        rn->written_entries = 0;
-    }
+    sync_here(rn); /* covers this batch and whatever earlier batches wrote */
 }
 
 /* ------------------------------------------------------------------ syncer thread */
@@ -240,6 +247,16 @@ static void sync_kick(struct ds_raft_node *rn)
 {
     if (rn->sync_busy || !rn->written_entries)
         return;
+    /* A follower syncs on the loop: the leader keeps one AppendEntries in flight to it, so no
+     * replication waits meanwhile (only its own clients, for one sync), and it saves the two
+     * thread hand-offs of a round.  The leader goes on serving while its disk flushes. */
+    if (rn->role != DS_RAFT_LEADER) {
+        sync_here(rn);
+        rn->report_index = rn->written_index;
+        rn->report_term = rn->written_term;
+        schedule(rn);
+        return;
+    }
     int fd, rv;
     uint64_t gen;
     if ((rv = ds_raft_storage_sync_begin(rn->st, &fd, &gen)))
