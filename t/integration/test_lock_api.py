@@ -106,6 +106,39 @@ class LockApi(dsync.TempDirCase):
 
     # ------------------------------------------------------------------ basic grants
 
+    def test_request_bodies_mean_the_same_in_any_valid_json_shape(self):
+        # the usual shape is decoded by a fast path, anything else by cJSON: same meaning
+        res = self.res + r"-\u00e9\"q"  # as JSON text; decoded: -é"q
+        shapes = [
+            ('{"resource":"%s","client_id":"%s","ttl_ms":20000}', '{"resource":"%s",'
+             '"client_id":"%s","token":%s}'),
+            (' {\n "client_id" : "%s" ,\t"ttl_ms" : 2e4, "resource" : "%s" } ',
+             '{"token":"%s","client_id":"%s","resource":"%s"}'),
+        ]
+        name = self.res + '-\u00e9"q'
+        for i, (acq, rel) in enumerate(shapes):
+            cid = self.cid("s%d" % i)
+            body = (acq % (res, cid) if i == 0 else acq % (cid, res)).encode()
+            st, j, r = self.c.lock(self.leader, "acquire", body)
+            self.assertEqual(st, 200, r)
+            self.assertEqual(j["resource"], name, r)
+            self.assertEqual(j["client_id"], cid, r)
+            left = j["lease_expires_at_ms"] - time.time() * 1000
+            self.assertTrue(15000 < left <= 20500, r)
+            body = (rel % (res, cid, j["token"]) if i == 0 else rel % (j["token"], cid, res))
+            st, _, r = self.c.lock(self.leader, "release", body.encode())
+            self.assertEqual(st, 200, r)
+        for bad, why in [
+                ('{"resource":"%s","client_id":"x","client_id":"y"}' % res, "given twice"),
+                ('{"resource":"%s","client_id":"x",}' % res, "malformed"),
+                ('{"resource":"%s","client_id":"x","ttl_ms":99}' % res, "ttl_ms"),
+                ('{"resource":"%s","client_id":"x","ttl_ms":1.5}' % res, "ttl_ms"),
+                ('{"resource":"","client_id":"x"}', "resource"),
+                ('{"resource":"%s","client_id":"x","nope":1}' % res, "nope")]:
+            self.assertError(self.c.lock(self.leader, "acquire", bad.encode()), 400, "bad_request")
+            st, j, r = self.c.lock(self.leader, "acquire", bad.encode())
+            self.assertIn(why, j["error"]["message"], r)
+
     def test_an_exclusive_grant_has_a_numeric_token_and_another_client_gets_lock_held(self):
         g = self.granted("a", ttl_ms=10000)
         self.assertEqual(g["mode"], "exclusive")

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "core/buf.h"
+#include "core/jscan.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/node.h"
@@ -1034,45 +1035,168 @@ static void audit_params(struct ds_http_req *req, const char *res, const char *c
     ds_buf_free(&b);
 }
 
-static void acquire_route(struct ds_http_req *req)
+/* ---- request bodies: a fast path for the usual shape, cJSON for the rest ---- */
+
+/* One field of a flat request object: a string decoded into buf (cap bytes with the NUL), or,
+ * with buf NULL, a plain integer. */
+struct fast_val {
+    const char *name;
+    char *buf;
+    size_t cap;
+    uint64_t num;
+    int present;
+};
+
+/* Decodes a flat JSON object whose members are each one of vals' names, at most once, with a
+ * string value of 1 to cap - 1 bytes (no NUL) for a string field or digits (no sign, fraction,
+ * exponent or leading zero; at most 15, so below 2^53) for a number field.  0 on success; -1 for
+ * anything else, where the caller takes the cJSON path, which names what is wrong.  Whatever it
+ * accepts, the cJSON path accepts with the same values (jscan decodes strings as cJSON does:
+ * t/fuzz/fuzz_jscan.c). */
+static int fast_object(const char *body, size_t len, struct fast_val *vals, int n)
 {
-    struct ds_lock_role *lr = req->ctx;
+    const char *p = body, *end = body + len;
+    if (!ds_utf8_valid(body, len))
+        return -1;
+    p = ds_js_ws(p, end);
+    if (p >= end || *p != '{')
+        return -1;
+    p = ds_js_ws(p + 1, end);
+    while (p < end && *p != '}') {
+        char key[24];
+        size_t klen;
+        int k = 0;
+        if (*p != '"' || ds_js_string(p, end, key, sizeof key, &klen, &p) != DS_JS_OK)
+            return -1;
+        while (k < n && strcmp(vals[k].name, key) != 0)
+            k++;
+        if (k == n || vals[k].present)
+            return -1;
+        p = ds_js_ws(p, end);
+        if (p >= end || *p != ':')
+            return -1;
+        p = ds_js_ws(p + 1, end);
+        if (p >= end)
+            return -1;
+        struct fast_val *v = &vals[k];
+        if (v->buf) {
+            size_t l;
+            if (*p != '"' || ds_js_string(p, end, v->buf, v->cap, &l, &p) != DS_JS_OK || l == 0)
+                return -1;
+        } else {
+            uint64_t x = 0;
+            int digits = 0;
+            if (*p == '0' && p + 1 < end && p[1] >= '0' && p[1] <= '9')
+                return -1;
+            for (; p < end && *p >= '0' && *p <= '9'; p++) {
+                if (++digits > 15)
+                    return -1;
+                x = x * 10 + (uint64_t)(*p - '0');
+            }
+            if (!digits || (p < end && (*p == '.' || *p == 'e' || *p == 'E')))
+                return -1;
+            v->num = x;
+        }
+        v->present = 1;
+        p = ds_js_ws(p, end);
+        if (p < end && *p == ',') {
+            p = ds_js_ws(p + 1, end);
+            if (p < end && *p == '}')
+                return -1; /* a trailing comma */
+        } else if (p >= end || *p != '}') {
+            return -1;
+        }
+    }
+    if (p >= end)
+        return -1;
+    return ds_js_ws(p + 1, end) == end ? 0 : -1;
+}
+
+/* An acquire, release or renew request's fields. */
+struct lock_req {
+    char res[DS_LOCK_NAME_MAX + 1], client[DS_LOCK_NAME_MAX + 1], mode[17];
+    char rid[DS_LOCK_REQUEST_ID_MAX + 1];
+    uint64_t ttl, wait, token;
+};
+
+/* The cJSON path: 0 with q filled, or -1 after answering 400. */
+static int slow_acquire(struct ds_http_req *req, struct lock_req *q)
+{
     static const char *const fields[] = {"resource", "client_id", "mode", "ttl_ms", "wait_ms",
                                           "request_id", NULL};
     cJSON *o;
     if (parse_body(req, fields, &o))
-        return;
+        return -1;
     char err[DS_JSON_ERR_MAX];
     const char *res = NULL, *client = NULL, *mode = "exclusive", *rid = NULL;
-    uint64_t ttl = 30000, wait = 0;
     if (ds_json_get_str(o, "resource", true, DS_LOCK_NAME_MAX, &res, err) ||
         ds_json_get_str(o, "client_id", true, DS_LOCK_NAME_MAX, &client, err) ||
         ds_json_get_str(o, "mode", false, 16, &mode, err) ||
-        ds_json_get_u64(o, "ttl_ms", false, DS_LOCK_TTL_MIN_MS, DS_LOCK_TTL_MAX_MS, &ttl, err) ||
-        ds_json_get_u64(o, "wait_ms", false, 0, MAX_WAIT_MS, &wait, err) ||
+        ds_json_get_u64(o, "ttl_ms", false, DS_LOCK_TTL_MIN_MS, DS_LOCK_TTL_MAX_MS, &q->ttl,
+                        err) ||
+        ds_json_get_u64(o, "wait_ms", false, 0, MAX_WAIT_MS, &q->wait, err) ||
         ds_json_get_str(o, "request_id", false, DS_LOCK_REQUEST_ID_MAX, &rid, err)) {
         ds_http_reply_error(req, 400, "bad_request", "%s", err);
         cJSON_Delete(o);
-        return;
+        return -1;
     }
-    int m = strcmp(mode, "exclusive") == 0 ? DS_LOCK_EXCLUSIVE
-            : strcmp(mode, "shared") == 0  ? DS_LOCK_SHARED
-                                           : 0;
+    copy_str(q->res, sizeof q->res, res);
+    copy_str(q->client, sizeof q->client, client);
+    copy_str(q->mode, sizeof q->mode, mode);
+    copy_str(q->rid, sizeof q->rid, rid ? rid : "");
+    cJSON_Delete(o);
+    return 0;
+}
+
+static int decode_acquire(struct ds_http_req *req, struct lock_req *q)
+{
+    q->ttl = 30000;
+    q->wait = 0;
+    q->rid[0] = 0;
+    struct fast_val v[] = {{"resource", q->res, sizeof q->res, 0, 0},
+                           {"client_id", q->client, sizeof q->client, 0, 0},
+                           {"mode", q->mode, sizeof q->mode, 0, 0},
+                           {"ttl_ms", NULL, 0, 0, 0},
+                           {"wait_ms", NULL, 0, 0, 0},
+                           {"request_id", q->rid, sizeof q->rid, 0, 0}};
+    if (fast_object(req->body, req->body_len, v, 6) == 0 && v[0].present && v[1].present &&
+        (!v[3].present || (v[3].num >= DS_LOCK_TTL_MIN_MS && v[3].num <= DS_LOCK_TTL_MAX_MS)) &&
+        (!v[4].present || v[4].num <= MAX_WAIT_MS)) {
+        if (!v[2].present)
+            copy_str(q->mode, sizeof q->mode, "exclusive");
+        if (v[3].present)
+            q->ttl = v[3].num;
+        if (v[4].present)
+            q->wait = v[4].num;
+        return 0;
+    }
+    q->ttl = 30000;
+    q->wait = 0;
+    return slow_acquire(req, q);
+}
+
+static void acquire_route(struct ds_http_req *req)
+{
+    struct ds_lock_role *lr = req->ctx;
+    struct lock_req q;
+    if (decode_acquire(req, &q))
+        return;
+    uint64_t ttl = q.ttl, wait = q.wait;
+    int m = strcmp(q.mode, "exclusive") == 0 ? DS_LOCK_EXCLUSIVE
+            : strcmp(q.mode, "shared") == 0  ? DS_LOCK_SHARED
+                                             : 0;
     if (!m) {
         ds_http_reply_error(req, 400, "bad_request", "field 'mode' must be exclusive or shared");
-        cJSON_Delete(o);
         return;
     }
     char tail[96];
     snprintf(tail, sizeof tail, ",\"mode\":\"%s\",\"ttl_ms\":%" PRIu64 ",\"wait_ms\":%" PRIu64 "}",
-             mode, ttl, wait);
-    audit_params(req, res, client, tail);
+             q.mode, ttl, wait);
+    audit_params(req, q.res, q.client, tail);
     char owner[DS_LOCK_NAME_MAX + 1];
-    if (ds_http_authorize_name(req, "resource", res) || owner_id(req, client, owner)) {
-        cJSON_Delete(o);
+    if (ds_http_authorize_name(req, "resource", q.res) || owner_id(req, q.client, owner))
         return;
-    }
-    if (!forward(lr, req, wait, res, owner) && !forwarded_too_late(lr, req, wait)) {
+    if (!forward(lr, req, wait, q.res, owner) && !forwarded_too_late(lr, req, wait)) {
         struct ds_lock_cmd c;
         ds_lock_cmd_init(&c, DS_LOCK_CMD_ACQUIRE);
         c.mode = (uint8_t)m;
@@ -1080,64 +1204,96 @@ static void acquire_route(struct ds_http_req *req)
          * node's arrival or a forwarding node's (wait_until_ms, its wall clock) */
         uint64_t spent = (uint64_t)((now_ns_mono() - req->start_ns) / 1000000u);
         uint64_t left = wait > spent ? wait - spent : 0, until;
-        char q[32];
-        if (ds_http_query(req, "wait_until_ms", q, sizeof q) == 1 && !ds_parse_u64(q, &until)) {
+        char qs[32];
+        if (ds_http_query(req, "wait_until_ms", qs, sizeof qs) == 1 && !ds_parse_u64(qs, &until)) {
             uint64_t now = wall_ms();
             left = until > now ? (until - now < left ? until - now : left) : 0;
         }
         c.wait_ms = (uint32_t)left;
         c.ttl_ms = (uint32_t)ttl;
-        copy_str(c.resource, sizeof c.resource, res);
+        copy_str(c.resource, sizeof c.resource, q.res);
         copy_str(c.client_id, sizeof c.client_id, owner);
-        copy_str(c.request_id, sizeof c.request_id, rid ? rid : "");
+        copy_str(c.request_id, sizeof c.request_id, q.rid);
         submit(lr, req, &c, OP_ACQUIRE, c.wait_ms);
     }
+}
+
+/* The cJSON path of release and renew: 0 with q filled, or -1 after answering 400. */
+static int slow_release(struct ds_http_req *req, struct lock_req *q)
+{
+    static const char *const fields[] = {"resource", "client_id", "token", "ttl_ms", "request_id",
+                                         NULL};
+    cJSON *o;
+    if (parse_body(req, fields, &o))
+        return -1;
+    char err[DS_JSON_ERR_MAX];
+    const char *res = NULL, *client = NULL, *rid = NULL;
+    if (ds_json_get_str(o, "resource", true, DS_LOCK_NAME_MAX, &res, err) ||
+        ds_json_get_str(o, "client_id", true, DS_LOCK_NAME_MAX, &client, err) ||
+        ds_json_get_u64(o, "token", true, 1, UINT64_MAX, &q->token, err) ||
+        ds_json_get_u64(o, "ttl_ms", false, DS_LOCK_TTL_MIN_MS, DS_LOCK_TTL_MAX_MS, &q->ttl,
+                        err) ||
+        ds_json_get_str(o, "request_id", false, DS_LOCK_REQUEST_ID_MAX, &rid, err)) {
+        ds_http_reply_error(req, 400, "bad_request", "%s", err);
+        cJSON_Delete(o);
+        return -1;
+    }
+    copy_str(q->res, sizeof q->res, res);
+    copy_str(q->client, sizeof q->client, client);
+    copy_str(q->rid, sizeof q->rid, rid ? rid : "");
     cJSON_Delete(o);
+    return 0;
+}
+
+static int decode_release(struct ds_http_req *req, struct lock_req *q)
+{
+    q->ttl = 30000;
+    q->token = 0;
+    q->rid[0] = 0;
+    struct fast_val v[] = {{"resource", q->res, sizeof q->res, 0, 0},
+                           {"client_id", q->client, sizeof q->client, 0, 0},
+                           {"token", NULL, 0, 0, 0},
+                           {"ttl_ms", NULL, 0, 0, 0},
+                           {"request_id", q->rid, sizeof q->rid, 0, 0}};
+    if (fast_object(req->body, req->body_len, v, 5) == 0 && v[0].present && v[1].present &&
+        v[2].present && v[2].num >= 1 &&
+        (!v[3].present || (v[3].num >= DS_LOCK_TTL_MIN_MS && v[3].num <= DS_LOCK_TTL_MAX_MS))) {
+        q->token = v[2].num;
+        if (v[3].present)
+            q->ttl = v[3].num;
+        return 0;
+    }
+    q->ttl = 30000;
+    q->rid[0] = 0;
+    return slow_release(req, q);
 }
 
 /* release and renew: {"resource","client_id","token"[,"ttl_ms"][,"request_id"]} */
 static void release_or_renew(struct ds_http_req *req, int type)
 {
     struct ds_lock_role *lr = req->ctx;
-    static const char *const fields[] = {"resource", "client_id", "token", "ttl_ms", "request_id",
-                                         NULL};
-    cJSON *o;
-    if (parse_body(req, fields, &o))
+    struct lock_req q;
+    if (decode_release(req, &q))
         return;
-    char err[DS_JSON_ERR_MAX];
-    const char *res = NULL, *client = NULL, *rid = NULL;
-    uint64_t token = 0, ttl = 30000;
-    if (ds_json_get_str(o, "resource", true, DS_LOCK_NAME_MAX, &res, err) ||
-        ds_json_get_str(o, "client_id", true, DS_LOCK_NAME_MAX, &client, err) ||
-        ds_json_get_u64(o, "token", true, 1, UINT64_MAX, &token, err) ||
-        ds_json_get_u64(o, "ttl_ms", false, DS_LOCK_TTL_MIN_MS, DS_LOCK_TTL_MAX_MS, &ttl, err) ||
-        ds_json_get_str(o, "request_id", false, DS_LOCK_REQUEST_ID_MAX, &rid, err)) {
-        ds_http_reply_error(req, 400, "bad_request", "%s", err);
-        cJSON_Delete(o);
-        return;
-    }
     char tail[48];
-    snprintf(tail, sizeof tail, ",\"token\":%" PRIu64 "}", token);
-    audit_params(req, res, client, tail);
+    snprintf(tail, sizeof tail, ",\"token\":%" PRIu64 "}", q.token);
+    audit_params(req, q.res, q.client, tail);
     char owner[DS_LOCK_NAME_MAX + 1];
-    if (ds_http_authorize_name(req, "resource", res) || owner_id(req, client, owner)) {
-        cJSON_Delete(o);
+    if (ds_http_authorize_name(req, "resource", q.res) || owner_id(req, q.client, owner))
         return;
-    }
     if (!forward(lr, req, 0, NULL, NULL) && !forwarded_too_late(lr, req, 0) &&
-        !held_by_other(lr, req, res, token)) {
+        !held_by_other(lr, req, q.res, q.token)) {
         struct ds_lock_cmd c;
         ds_lock_cmd_init(&c, type);
-        c.token = token;
-        copy_str(c.resource, sizeof c.resource, res);
+        c.token = q.token;
+        copy_str(c.resource, sizeof c.resource, q.res);
         copy_str(c.client_id, sizeof c.client_id, owner);
         if (type == DS_LOCK_CMD_RENEW)
-            c.ttl_ms = (uint32_t)ttl;
+            c.ttl_ms = (uint32_t)q.ttl;
         else
-            copy_str(c.request_id, sizeof c.request_id, rid ? rid : "");
+            copy_str(c.request_id, sizeof c.request_id, q.rid);
         submit(lr, req, &c, type == DS_LOCK_CMD_RENEW ? OP_RENEW : OP_RELEASE, 0);
     }
-    cJSON_Delete(o);
 }
 
 static void release_route(struct ds_http_req *req)
