@@ -458,6 +458,7 @@ static void apply_addr(struct ds_raft_node *rn, const uint8_t *p, size_t len)
 
 static void apply_committed(struct ds_raft_node *rn, const struct ds_raft_ready *rd)
 {
+    int any = 0;
     for (size_t i = 0; i < rd->n_committed; i++) {
         const struct ds_raft_entry *e = &rd->committed[i];
         if (e->index <= rn->applied)
@@ -465,11 +466,15 @@ static void apply_committed(struct ds_raft_node *rn, const struct ds_raft_ready 
         rn->applied = e->index;
         if (e->type != DS_RAFT_ENTRY_NORMAL || e->len == 0)
             continue;
-        if (e->data[0] == KIND_APP)
+        if (e->data[0] == KIND_APP) {
             rn->ops->apply(rn->app, e->index, e->term, e->data + 1, e->len - 1);
+            any = 1;
+        }
         else if (e->data[0] == KIND_ADDR)
             apply_addr(rn, e->data + 1, e->len - 1);
     }
+    if (any && rn->ops->applied)
+        rn->ops->applied(rn->app);
     ds_metric_set(rn->m_applied, (double)rn->applied);
 }
 

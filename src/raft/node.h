@@ -19,6 +19,8 @@ struct ds_raft_app_ops {
      * the entry's, so a proposer can tell whether the entry at its index is its own. */
     void (*apply)(struct ds_raft_app *app, uint64_t index, uint64_t term, const uint8_t *data,
                   size_t len);
+    /* Optional: after the apply() calls of one batch (work due once per batch, not per entry). */
+    void (*applied)(struct ds_raft_app *app);
     /* The whole state as a malloc'd image the caller frees; 0 or an errno. */
     int (*snapshot)(struct ds_raft_app *app, uint8_t **data, size_t *len);
     /* Replace the state with an image made by snapshot(); 0 or an errno. */

@@ -685,10 +685,16 @@ static void lock_apply(struct ds_raft_app *app, uint64_t index, uint64_t term,
         }
         if (c.type == DS_LOCK_CMD_EXTEND_ALL && index == lr->extend_index)
             lr->extended = 1;
-        check_watches(lr);
     }
     ds_lock_result_free(&r);
-    schedule_expire(lr);
+}
+
+/* Once per applied batch: answer watches whose token stopped being valid, re-arm the expiry
+ * timer (both scan the table). */
+static void lock_applied(struct ds_raft_app *app)
+{
+    check_watches(&app->role);
+    schedule_expire(&app->role);
 }
 
 /* ------------------------------------------------------------------ leader duties */
@@ -1555,6 +1561,7 @@ static int lock_restore(struct ds_raft_app *app, const uint8_t *data, size_t len
 
 static const struct ds_raft_app_ops app_ops = {
     .apply = lock_apply,
+    .applied = lock_applied,
     .snapshot = lock_snapshot,
     .restore = lock_restore,
     .state_changed = lock_state_changed,
