@@ -469,9 +469,9 @@ static void apply_committed(struct ds_raft_node *rn, const struct ds_raft_ready 
         if (e->data[0] == KIND_APP) {
             rn->ops->apply(rn->app, e->index, e->term, e->data + 1, e->len - 1);
             any = 1;
-        }
-        else if (e->data[0] == KIND_ADDR)
+        } else if (e->data[0] == KIND_ADDR) {
             apply_addr(rn, e->data + 1, e->len - 1);
+        }
     }
     if (any && rn->ops->applied)
         rn->ops->applied(rn->app);
@@ -528,6 +528,14 @@ static void state_changed(struct ds_raft_node *rn, const struct ds_raft_ready *r
         rn->ops->state_changed(rn->app, rd->role, rd->term, rd->leader);
 }
 
+/* Reports a sync done at once inside a batch (sync_kick), now that the batch is advanced. */
+static void report_pending(struct ds_raft_node *rn)
+{
+    uint64_t index = rn->report_index;
+    rn->report_index = 0;
+    report_durable(rn, index, rn->report_term);
+}
+
 /* Answers the peer request being handled (raft_msg_route) with what rides on it, or 204. */
 static void reply_flush(struct ds_raft_node *rn)
 {
@@ -551,11 +559,7 @@ static void process_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct ds_raft_node *rn = arg;
-    if (rn->report_index) {
-        uint64_t index = rn->report_index;
-        rn->report_index = 0;
-        report_durable(rn, index, rn->report_term);
-    }
+    report_pending(rn);
     while (ds_raft_has_ready(rn->raft)) {
         struct ds_raft_ready rd;
         if (ds_raft_ready(rn->raft, &rd))
@@ -590,11 +594,7 @@ static void process_cb(evutil_socket_t fd, short what, void *arg)
         ds_raft_advance(rn->raft);
         if (!rd.send_first)
             report_durable(rn, rn->written_index, rn->written_term);
-        if (rn->report_index) {
-            uint64_t index = rn->report_index;
-            rn->report_index = 0;
-            report_durable(rn, index, rn->report_term);
-        }
+        report_pending(rn);
         if (changed)
             state_changed(rn, &rd);
         maybe_snapshot(rn);
