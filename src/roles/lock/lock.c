@@ -1176,9 +1176,7 @@ static int decode_acquire(struct ds_http_req *req, struct lock_req *q)
             q->wait = v[4].num;
         return 0;
     }
-    q->ttl = 30000;
-    q->wait = 0;
-    return slow_acquire(req, q);
+    return slow_acquire(req, q); /* it sets every field the fast path may have half written */
 }
 
 static void acquire_route(struct ds_http_req *req)
@@ -1269,9 +1267,7 @@ static int decode_release(struct ds_http_req *req, struct lock_req *q)
             q->ttl = v[3].num;
         return 0;
     }
-    q->ttl = 30000;
-    q->rid[0] = 0;
-    return slow_release(req, q);
+    return slow_release(req, q); /* it sets every field the fast path may have half written */
 }
 
 /* release and renew: {"resource","client_id","token"[,"ttl_ms"][,"request_id"]} */
