@@ -233,6 +233,23 @@ static void st_drop_from(struct sim_storage *st, uint64_t index)
         free(st->ents[--st->n].data);
 }
 
+/* Appends a copy of e (its data too) to the array *v of *n entries and *cap slots. */
+static void ents_push(struct ds_raft_entry **v, size_t *n, size_t *cap,
+                      const struct ds_raft_entry *e)
+{
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 64;
+        *v = xrealloc(*v, *cap * sizeof(**v));
+    }
+    struct ds_raft_entry *c = &(*v)[(*n)++];
+    *c = *e;
+    c->data = NULL;
+    if (e->len) {
+        c->data = xrealloc(NULL, e->len);
+        memcpy(c->data, e->data, e->len);
+    }
+}
+
 static void st_append(struct sim *s, int id, const struct ds_raft_entry *e)
 {
     struct sim_storage *st = &s->nodes[id].st;
@@ -241,17 +258,7 @@ static void st_append(struct sim *s, int id, const struct ds_raft_entry *e)
         sim_fail(s, "node %d persisted entry %llu after %llu", id, (unsigned long long)e->index,
                  (unsigned long long)st_last(st));
     check_log_record(s, e->index, e->term, prev_term, entry_hash(e));
-    if (st->n == st->cap) {
-        st->cap = st->cap ? 2 * st->cap : 64;
-        st->ents = xrealloc(st->ents, st->cap * sizeof(*st->ents));
-    }
-    struct ds_raft_entry *c = &st->ents[st->n++];
-    *c = *e;
-    c->data = NULL;
-    if (e->len) {
-        c->data = xrealloc(NULL, e->len);
-        memcpy(c->data, e->data, e->len);
-    }
+    ents_push(&st->ents, &st->n, &st->cap, e);
 }
 
 static void st_set_snapshot(struct sim_storage *st, const struct ds_raft_snapshot_meta *m,
@@ -313,17 +320,7 @@ static void pend_write(struct sim *s, int id, const struct ds_raft_entry *e)
     if (e->index != pend_last(n) + 1)
         sim_fail(s, "node %d wrote entry %llu after %llu", id, (unsigned long long)e->index,
                  (unsigned long long)pend_last(n));
-    if (n->n_pend == n->cap_pend) {
-        n->cap_pend = n->cap_pend ? 2 * n->cap_pend : 64;
-        n->pend = xrealloc(n->pend, n->cap_pend * sizeof(*n->pend));
-    }
-    struct ds_raft_entry *c = &n->pend[n->n_pend++];
-    *c = *e;
-    c->data = NULL;
-    if (e->len) {
-        c->data = xrealloc(NULL, e->len);
-        memcpy(c->data, e->data, e->len);
-    }
+    ents_push(&n->pend, &n->n_pend, &n->cap_pend, e);
 }
 
 /* Written entries up to index become durable (or, with keep == 0, are dropped). */
