@@ -1125,23 +1125,31 @@ struct lock_req {
     uint64_t ttl, wait, token;
 };
 
-/* The cJSON path: 0 with q filled, or -1 after answering 400. */
-static int slow_acquire(struct ds_http_req *req, struct lock_req *q)
+/* The cJSON path of acquire (acquire = 1) or of release and renew: 0 with q filled, or -1 after
+ * answering 400 (fields checked in the order the route lists them, as the messages name them). */
+static int slow_decode(struct ds_http_req *req, struct lock_req *q, int acquire)
 {
-    static const char *const fields[] = {"resource", "client_id", "mode", "ttl_ms", "wait_ms",
-                                          "request_id", NULL};
+    static const char *const acquire_fields[] = {"resource", "client_id", "mode", "ttl_ms",
+                                                 "wait_ms", "request_id", NULL};
+    static const char *const release_fields[] = {"resource", "client_id", "token", "ttl_ms",
+                                                 "request_id", NULL};
     cJSON *o;
-    if (parse_body(req, fields, &o))
+    if (parse_body(req, acquire ? acquire_fields : release_fields, &o))
         return -1;
     char err[DS_JSON_ERR_MAX];
     const char *res = NULL, *client = NULL, *mode = "exclusive", *rid = NULL;
-    if (ds_json_get_str(o, "resource", true, DS_LOCK_NAME_MAX, &res, err) ||
-        ds_json_get_str(o, "client_id", true, DS_LOCK_NAME_MAX, &client, err) ||
-        ds_json_get_str(o, "mode", false, 16, &mode, err) ||
-        ds_json_get_u64(o, "ttl_ms", false, DS_LOCK_TTL_MIN_MS, DS_LOCK_TTL_MAX_MS, &q->ttl,
-                        err) ||
-        ds_json_get_u64(o, "wait_ms", false, 0, MAX_WAIT_MS, &q->wait, err) ||
-        ds_json_get_str(o, "request_id", false, DS_LOCK_REQUEST_ID_MAX, &rid, err)) {
+    int bad = ds_json_get_str(o, "resource", true, DS_LOCK_NAME_MAX, &res, err) ||
+              ds_json_get_str(o, "client_id", true, DS_LOCK_NAME_MAX, &client, err);
+    if (!bad && acquire)
+        bad = ds_json_get_str(o, "mode", false, 16, &mode, err);
+    if (!bad && !acquire)
+        bad = ds_json_get_u64(o, "token", true, 1, UINT64_MAX, &q->token, err);
+    bad = bad || ds_json_get_u64(o, "ttl_ms", false, DS_LOCK_TTL_MIN_MS, DS_LOCK_TTL_MAX_MS,
+                                 &q->ttl, err);
+    if (!bad && acquire)
+        bad = ds_json_get_u64(o, "wait_ms", false, 0, MAX_WAIT_MS, &q->wait, err);
+    bad = bad || ds_json_get_str(o, "request_id", false, DS_LOCK_REQUEST_ID_MAX, &rid, err);
+    if (bad) {
         ds_http_reply_error(req, 400, "bad_request", "%s", err);
         cJSON_Delete(o);
         return -1;
@@ -1176,7 +1184,7 @@ static int decode_acquire(struct ds_http_req *req, struct lock_req *q)
             q->wait = v[4].num;
         return 0;
     }
-    return slow_acquire(req, q); /* it sets every field the fast path may have half written */
+    return slow_decode(req, q, 1); /* it sets every field the fast path may have half written */
 }
 
 static void acquire_route(struct ds_http_req *req)
@@ -1222,33 +1230,6 @@ static void acquire_route(struct ds_http_req *req)
     }
 }
 
-/* The cJSON path of release and renew: 0 with q filled, or -1 after answering 400. */
-static int slow_release(struct ds_http_req *req, struct lock_req *q)
-{
-    static const char *const fields[] = {"resource", "client_id", "token", "ttl_ms", "request_id",
-                                         NULL};
-    cJSON *o;
-    if (parse_body(req, fields, &o))
-        return -1;
-    char err[DS_JSON_ERR_MAX];
-    const char *res = NULL, *client = NULL, *rid = NULL;
-    if (ds_json_get_str(o, "resource", true, DS_LOCK_NAME_MAX, &res, err) ||
-        ds_json_get_str(o, "client_id", true, DS_LOCK_NAME_MAX, &client, err) ||
-        ds_json_get_u64(o, "token", true, 1, UINT64_MAX, &q->token, err) ||
-        ds_json_get_u64(o, "ttl_ms", false, DS_LOCK_TTL_MIN_MS, DS_LOCK_TTL_MAX_MS, &q->ttl,
-                        err) ||
-        ds_json_get_str(o, "request_id", false, DS_LOCK_REQUEST_ID_MAX, &rid, err)) {
-        ds_http_reply_error(req, 400, "bad_request", "%s", err);
-        cJSON_Delete(o);
-        return -1;
-    }
-    copy_str(q->res, sizeof q->res, res);
-    copy_str(q->client, sizeof q->client, client);
-    copy_str(q->rid, sizeof q->rid, rid ? rid : "");
-    cJSON_Delete(o);
-    return 0;
-}
-
 static int decode_release(struct ds_http_req *req, struct lock_req *q)
 {
     q->ttl = 30000;
@@ -1267,7 +1248,7 @@ static int decode_release(struct ds_http_req *req, struct lock_req *q)
             q->ttl = v[3].num;
         return 0;
     }
-    return slow_release(req, q); /* it sets every field the fast path may have half written */
+    return slow_decode(req, q, 0); /* it sets every field the fast path may have half written */
 }
 
 /* release and renew: {"resource","client_id","token"[,"ttl_ms"][,"request_id"]} */
